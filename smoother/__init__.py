@@ -1,0 +1,1 @@
+"""Mamba (SSM) residual smoother: plain PyTorch, importable without Prefect or mamba-ssm."""

@@ -1,0 +1,232 @@
+"""Configuration: one pydantic model per stage, loaded from YAML and overridable from the CLI.
+
+Every model forbids unknown keys, so a typo fails before any work starts with a message naming the
+field (`decode.strid: Extra inputs are not permitted`). Later stages (smoother, train, evaluate,
+export, orchestration) have their sections here too so one file configures a whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from steadydepth.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IntrinsicsConfig(_Section):
+    """Known camera intrinsics of the source video, in pixels of the displayed (rotated) frame.
+
+    Give either fx/fy/cx/cy or a horizontal field of view (then cx, cy default to the image centre).
+    """
+
+    fx: float | None = Field(default=None, gt=0)
+    fy: float | None = Field(default=None, gt=0)
+    cx: float | None = None
+    cy: float | None = None
+    hfov_deg: float | None = Field(default=None, gt=0, lt=180)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> IntrinsicsConfig:
+        if self.hfov_deg is None and (self.fx is None or self.fy is None):
+            raise ValueError("give fx and fy (pixels) or hfov_deg")
+        if self.hfov_deg is not None and self.fx is not None:
+            raise ValueError("give either fx/fy or hfov_deg, not both")
+        return self
+
+
+class DecodeConfig(_Section):
+    """How frames are read from a video or an RGB-D frame folder."""
+
+    stride: int = Field(default=1, ge=1, description="keep every stride-th frame")
+    target_fps: float | None = Field(default=None, gt=0, description="resample to at most this fps")
+    max_frames: int | None = Field(default=None, ge=1, description="stop after this many output frames")
+    long_edge: int | None = Field(default=None, ge=16, description="resize so the long edge has this size")
+    pad_multiple: int | None = Field(default=None, ge=1, le=256, description="pad H and W to a multiple")
+    intrinsics: IntrinsicsConfig | None = None
+    folder_fps: float = Field(default=30.0, gt=0, description="frame rate assumed for frame folders")
+
+
+class SyntheticTeacherConfig(_Section):
+    """Parameters of the simulated teacher error model (see steadydepth/synth/teacher_model.py)."""
+
+    seed: int = 0
+    scale_jitter: float = Field(default=0.035, ge=0, description="std of per-frame global log-scale")
+    lowfreq_amplitude: float = Field(default=0.05, ge=0, description="std of the smooth spatial log-error")
+    lowfreq_drift: float = Field(default=0.08, ge=0, description="how fast the spatial error drifts per frame")
+    edge_bleed_px: float = Field(default=2.0, ge=0, description="blur radius of depth edges in pixels")
+    pixel_noise: float = Field(default=0.01, ge=0, description="std of per-pixel log-noise")
+    burst_rate: float = Field(default=0.04, ge=0, le=1, description="probability a frame starts a burst")
+    burst_strength: float = Field(default=0.08, ge=0, description="extra log-scale error inside a burst")
+
+
+class TeacherConfig(_Section):
+    """The frozen per-frame depth model."""
+
+    backend: Literal["unidepth", "precomputed", "synthetic"] = "unidepth"
+    model: str = Field(
+        default="lpiccinelli/unidepth-v2-vits14",
+        description="UniDepthV2 hub id or a local directory written by save_pretrained",
+    )
+    resolution_level: int | None = Field(default=None, ge=0, le=9)
+    batch_size: int = Field(default=4, ge=1)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    shared_intrinsics: Literal["none", "median"] = Field(
+        default="median",
+        description="median: estimate K once per video (median over samples) and reuse it for every frame",
+    )
+    median_samples: int = Field(default=16, ge=1)
+    precomputed_dir: str | None = Field(
+        default=None, description="root with one sub-folder of per-frame depth per video (name = video stem)"
+    )
+    precomputed_format: Literal["auto", "npy", "png16", "exr"] = "auto"
+    png_scale: float = Field(default=1000.0, gt=0, description="16-bit PNG value per metre")
+    synthetic: SyntheticTeacherConfig = SyntheticTeacherConfig()
+
+
+class StoreConfig(_Section):
+    """Where and how depth stores are written."""
+
+    root: str = Field(default=".steadydepth/stores", description="local path or fsspec URL")
+    chunk_frames: int = Field(default=16, ge=1, le=4096)
+    compression_level: int = Field(default=3, ge=1, le=22)
+    save_rgb: bool = Field(default=True, description="also store the decoded RGB frames (uint8)")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SmootherConfig(_Section):
+    """The Mamba residual smoother (filled in by the smoother issue)."""
+
+    d_model: int = Field(default=32, ge=4)
+    n_layers: int = Field(default=2, ge=1)
+    d_state: int = Field(default=16, ge=1)
+    headdim: int = Field(default=8, ge=1)
+    expand: int = Field(default=2, ge=1)
+    chunk_size: int = Field(default=16, ge=1)
+    depth_long_edge: int = Field(default=64, ge=8, description="resolution the SSM works at")
+    use_features: bool = True
+
+
+class TrainConfig(_Section):
+    """Training of the smoother (filled in by the smoother issue)."""
+
+    steps: int = Field(default=300, ge=1)
+    window: int = Field(default=16, ge=2)
+    batch_size: int = Field(default=4, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    seed: int = 0
+
+
+class EvaluateConfig(_Section):
+    """Evaluation and the promotion gate (filled in by the evaluation issue)."""
+
+    max_depth: float = Field(default=80.0, gt=0)
+    min_depth: float = Field(default=1e-3, ge=0)
+    absrel_tolerance: float = Field(default=0.001, ge=0)
+    delta1_tolerance: float = Field(default=0.002, ge=0)
+    min_flicker_reduction: float = Field(default=0.2, ge=0, le=1)
+
+
+class ExportConfig(_Section):
+    """Export formats (filled in by the export issue)."""
+
+    formats: list[Literal["zarr", "npz", "exr", "png16", "ply", "preview"]] = ["zarr"]
+    out_dir: str = ".steadydepth/exports"
+
+
+class OrchestrationConfig(_Section):
+    """Prefect and MLflow settings (filled in by the orchestration issue)."""
+
+    home: str = Field(default=".steadydepth", description="project-local dir for Prefect/MLflow state")
+    max_parallel_videos: int = Field(default=1, ge=1)
+
+
+class Config(_Section):
+    """The whole run's configuration."""
+
+    decode: DecodeConfig = DecodeConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    store: StoreConfig = StoreConfig()
+    smoother: SmootherConfig = SmootherConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable short hash of the named sections (what a stage's output depends on)."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "<root>"
+    got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"invalid config {field}: {first['msg']}{got}{more}; fix it in {source} or with --set {field}=..."
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"invalid override {dotted}: {key} is not a section; use --set SECTION.FIELD=VALUE")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `section.field=value` override; the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"invalid override {text!r}: expected SECTION.FIELD=VALUE, e.g. decode.stride=2")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"invalid override {text!r}: empty field name; expected SECTION.FIELD=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Load a Config from an optional YAML file plus `section.field=value` overrides.
+
+    Raises ConfigError with a one-line message naming the first invalid field.
+    """
+    tree: dict[str, Any] = {}
+    source = "the defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass an existing YAML file or omit --config")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            line = getattr(getattr(err, "problem_mark", None), "line", None)
+            where = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections (decode:, teacher:, ...)")
+        tree = loaded
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None

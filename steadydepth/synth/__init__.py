@@ -1,0 +1,1 @@
+"""Synthetic benchmark: procedural scenes with exact depth, poses and K, and a simulated teacher."""
