@@ -1,0 +1,41 @@
+"""Prefect task wrapping `steadydepth.ingest.ingest_video` (one video → one teacher store)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from steadydepth.config import Config, TeacherConfig
+from steadydepth.ingest import ingest_video
+from steadydepth.teachers.base import Teacher
+from steadydepth.teachers.registry import build_teacher
+from tasks.retry import retry_unless_bad_input
+
+
+@functools.lru_cache(maxsize=2)
+def _teacher(teacher_json: str) -> Teacher:
+    # Loading UniDepth costs seconds; keep one per worker process and teacher config.
+    return build_teacher(TeacherConfig.model_validate_json(teacher_json))
+
+
+def cached_teacher(cfg: TeacherConfig) -> Teacher:
+    """The process-wide teacher for this config (built on first use)."""
+    return _teacher(json.dumps(cfg.model_dump(mode="json"), sort_keys=True))
+
+
+# NO_CACHE: resume is the store's job (it knows which chunks are done); the store URI is the result.
+@task(
+    name="ingest-video",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+    tags=["teacher"],
+)
+def ingest_video_task(source: str, config: dict) -> dict:
+    """Decode one video, run the teacher and write its teacher store; returns an IngestResult dict."""
+    cfg = Config.model_validate(config)
+    return ingest_video(source, cfg, teacher=cached_teacher(cfg.teacher)).to_dict()
