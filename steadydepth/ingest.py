@@ -15,11 +15,12 @@ import torch
 
 from steadydepth import __version__
 from steadydepth.config import Config
-from steadydepth.teachers.base import FrameBatch, Teacher
+from steadydepth.teachers.base import FrameBatch, Teacher, TeacherOutput
 from steadydepth.teachers.batching import BatchSizer, predict_with_backoff
 from steadydepth.video.open import open_source
 from steadydepth.video.types import Frame, VideoInfo
-from storage.depth_store import DepthStore, store_uri
+from storage import uri as uris
+from storage.depth_store import DepthStore, store_uri, video_attrs
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total)
 
@@ -117,7 +118,7 @@ def ingest_video(
     uri = store_uri(cfg.store.root, info.name, kind="teacher")
     h, w = info.size
 
-    existing = DepthStore.open_if_exists(uri, storage_options=cfg.store.storage_options)
+    existing = _existing_store(uri, cfg)
     shared_k = existing.attrs.get("shared_K") if existing is not None else None
     if info.K is not None:
         K, k_mode = info.K, "given"
@@ -129,24 +130,26 @@ def ingest_video(
     else:
         K, k_mode = None, "per-frame"
 
-    attrs = {
-        "kind": "teacher",
-        "source": info.source,
-        "source_name": info.name,
-        "source_content_hash": info.content_hash,
-        "original_size": list(info.original_size),
-        "size": list(info.size),
-        "padding": list(info.padding),
-        "rotation": info.rotation,
-        "fps": info.fps,
-        "source_fps": info.source_fps,
-        "teacher_id": teacher.id,
-        "teacher_version": teacher.version,
-        "config_hash": ingest_config_hash(cfg),
-        "intrinsics": k_mode,
-        "shared_K": None if K is None else np.asarray(K, float).tolist(),
-        "steadydepth_version": __version__,
-    }
+    attrs = video_attrs(
+        info, kind="teacher", teacher=teacher.id, teacher_version=teacher.version, config_hash=ingest_config_hash(cfg)
+    )
+    attrs.update(
+        source_name=info.name,
+        size=list(info.size),
+        intrinsics=k_mode,
+        shared_K=None if K is None else np.asarray(K, float).tolist(),
+        steadydepth_version=__version__,
+    )
+    optional = [
+        name
+        for name, wanted in (
+            ("confidence", teacher.has_confidence),
+            ("gt_depth", info.has_ground_truth),
+            ("pose", info.has_ground_truth),
+            ("rgb", cfg.store.save_rgb),
+        )
+        if wanted
+    ]
     store = DepthStore.create(
         uri,
         num_frames=info.num_frames,
@@ -154,9 +157,7 @@ def ingest_video(
         width=w,
         chunk_frames=cfg.store.chunk_frames,
         attrs=attrs,
-        confidence=True,
-        ground_truth=info.has_ground_truth,
-        rgb=cfg.store.save_rgb,
+        variables=optional,
         compression_level=cfg.store.compression_level,
         storage_options=cfg.store.storage_options,
     )
@@ -168,17 +169,7 @@ def ingest_video(
             if chunk_id not in missing:
                 continue
             out = predict_with_backoff(teacher, _batch(info, frames, K), sizer=sizer)
-            store.write_chunk(
-                chunk_id,
-                depth=out.depth[:, 0].float().cpu().numpy(),
-                confidence=None if out.confidence is None else out.confidence[:, 0].float().cpu().numpy(),
-                K=out.K.float().cpu().numpy(),
-                timestamp=np.array([f.timestamp for f in frames], np.float64),
-                frame_index=np.array([f.source_index for f in frames], np.int64),
-                gt_depth=np.stack([f.gt_depth for f in frames]) if info.has_ground_truth else None,
-                pose=_poses(frames) if info.has_ground_truth else None,
-                rgb=np.stack([f.rgb for f in frames]) if cfg.store.save_rgb else None,
-            )
+            store.write_chunk(chunk_id, **_chunk_arrays(store.variables, frames, out))
             written += 1
             if on_progress is not None:
                 on_progress(min(frames[-1].index + 1, info.num_frames), info.num_frames)
@@ -194,6 +185,30 @@ def ingest_video(
         teacher=teacher.id,
         intrinsics=k_mode,
     )
+
+
+def _existing_store(uri: str, cfg: Config) -> DepthStore | None:
+    if not uris.exists(uri, cfg.store.storage_options):
+        return None
+    return DepthStore.open(uri, cfg.store.storage_options, require_complete=False)
+
+
+def _chunk_arrays(variables: Iterable[str], frames: list[Frame], out: TeacherOutput) -> dict[str, np.ndarray]:
+    """The arrays of one store chunk, for exactly the variables the store holds."""
+    arrays = {
+        "depth": out.depth[:, 0].float().cpu().numpy(),
+        "K": out.K.float().cpu().numpy(),
+        "timestamp": np.array([f.timestamp for f in frames], np.float64),
+        "frame_index": np.array([f.source_index for f in frames], np.int64),
+    }
+    optional = {
+        "confidence": lambda: out.confidence[:, 0].float().cpu().numpy(),
+        "gt_depth": lambda: np.stack([f.gt_depth for f in frames]).astype(np.float32),
+        "pose": lambda: _poses(frames),
+        "rgb": lambda: np.stack([f.rgb for f in frames]),
+    }
+    arrays.update({name: make() for name, make in optional.items() if name in variables})
+    return arrays
 
 
 def _poses(frames: list[Frame]) -> np.ndarray:

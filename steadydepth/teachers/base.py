@@ -38,6 +38,7 @@ class Teacher(ABC):
 
     id: str = "teacher"  # e.g. "unidepth:lpiccinelli/unidepth-v2-vits14"
     version: str = "0"  # package / weights version, recorded in every store
+    has_confidence: bool = True  # False when predict() always returns confidence=None
 
     @abstractmethod
     def predict(self, batch: FrameBatch) -> TeacherOutput:
