@@ -17,10 +17,13 @@ def write_video(
     *,
     codec: str = "libx264",
     crf: int = 18,
+    rotation: int = 0,
 ) -> int:
     """Encode (H, W, 3) uint8 RGB frames to `path` (mp4/mkv/...); returns the number of frames written.
 
     H and W must be even for yuv420p. Frames are streamed: only one is held at a time.
+    `rotation` (degrees counter-clockwise, as `VideoFrame.rotation` reads it back) is written as
+    display-matrix metadata: players show the coded frames rotated by it (like a phone in portrait).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +37,8 @@ def write_video(
                 stream.width, stream.height = w, h
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(crf)} if codec == "libx264" else {}
+                if rotation % 360:
+                    stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
             container.mux(stream.encode(frame))
             count += 1
