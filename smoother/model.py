@@ -1,0 +1,170 @@
+"""The residual smoother: teacher depth windows in, a small log-depth correction out.
+
+    log D = log D_teacher + ΔD
+
+Each pixel's depth over time is a sequence for a stack of Mamba2 blocks (shared over pixels); a small
+CNN adds spatial context per frame (where edges are, whether the whole frame jumped, where things
+move). The head is zero-initialised, so an untrained model returns the teacher exactly.
+
+Everything is causal: frame t sees frames ≤ t only. So the same model runs over a training window in
+one call or over a video of any length frame by frame with a fixed-size state (`SmootherState`).
+
+Shapes: B batch, N frames, H×W the (downsampled) depth grid, P = B·H·W pixel sequences, C channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from smoother.ssm import Mamba2Block, Mamba2State
+from steadydepth.config import SmootherConfig
+
+N_PIXEL_INPUTS = 4  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
+
+
+@dataclass
+class SmootherState:
+    """What streaming carries from one frame to the next; its size does not grow with video length."""
+
+    prev_log_depth: torch.Tensor  # (B, 1, H, W) teacher log-depth of the last frame seen
+    prev_rgb: torch.Tensor | None  # (B, 3, H, W) last RGB frame in [0, 1], or None without RGB
+    layers: list[Mamba2State]  # one per block, batch P = B·H·W
+
+    def detach(self) -> SmootherState:
+        """Cut the autograd history (truncated backprop between training windows)."""
+        rgb = None if self.prev_rgb is None else self.prev_rgb.detach()
+        return SmootherState(self.prev_log_depth.detach(), rgb, [s.detach() for s in self.layers])
+
+
+@dataclass
+class SmootherOutput:
+    depth: torch.Tensor  # (B, N, 1, H, W) refined metric depth
+    residual: torch.Tensor  # (B, N, 1, H, W) ΔD in log-depth
+    state: SmootherState
+
+
+class FeatureEncoder(nn.Module):
+    """Per-frame CNN: (teacher log-depth structure, confidence, RGB, motion cues) → d_feat channels.
+
+    Inputs per frame (on the depth grid): log-depth minus its frame mean, confidence, RGB (3, zeros
+    when absent), |Δ log-depth| and |Δ RGB| to the previous frame (the motion cue). A globally pooled
+    copy of the features is added back so every pixel knows what the whole frame did (a global scale
+    jump looks the same everywhere; motion does not).
+    """
+
+    n_inputs = 7
+
+    def __init__(self, d_feat: int = 16):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(self.n_inputs, d_feat, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(d_feat, d_feat, 3, padding=2, dilation=2),
+            nn.GELU(),
+            nn.Conv2d(d_feat, d_feat, 3, padding=4, dilation=4),
+        )
+        self.global_proj = nn.Linear(d_feat, d_feat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (F, n_inputs, H, W) → (F, d_feat, H, W), F = frames."""
+        f = self.convs(x)  # (F, d_feat, H, W)
+        g = self.global_proj(f.mean(dim=(2, 3)))  # (F, d_feat): what the whole frame did
+        return F.gelu(f + g[:, :, None, None])
+
+
+class SmootherBlock(nn.Module):
+    """norm → Mamba2 (over time, per pixel) → residual; norm → MLP → residual (nanoGPT layout)."""
+
+    def __init__(self, cfg: SmootherConfig):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model)
+        self.mixer = Mamba2Block(
+            cfg.d_model, d_state=cfg.d_state, expand=cfg.expand, headdim=cfg.headdim, chunk_size=cfg.chunk_size
+        )
+        self.norm2 = nn.RMSNorm(cfg.d_model)
+        d = cfg.d_model
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x: torch.Tensor, state: Mamba2State | None) -> tuple[torch.Tensor, Mamba2State]:
+        """x (P, N, d_model) → same shape, and the mixer's state after the last frame."""
+        y, state = self.mixer(self.norm1(x), state)
+        x = x + y
+        x = x + self.mlp(self.norm2(x))
+        return x, state
+
+
+class ResidualSmoother(nn.Module):
+    """Teacher depth windows (B, N, 1, H, W) → refined depth and the log-depth residual."""
+
+    def __init__(self, cfg: SmootherConfig):
+        super().__init__()
+        self.cfg = cfg
+        d_feat = 16 if cfg.use_features else 0
+        self.features = FeatureEncoder(d_feat) if cfg.use_features else None
+        self.inp = nn.Linear(N_PIXEL_INPUTS + d_feat, cfg.d_model)
+        self.blocks = nn.ModuleList(SmootherBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm_f = nn.RMSNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, 1)
+        # ΔD = 0 at initialisation: an untrained smoother is exactly the teacher.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _pixel_inputs(
+        self, log_d: torch.Tensor, conf: torch.Tensor, rgb: torch.Tensor | None, state: SmootherState | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame cues (B, N, C, H, W) and, for the CNN, (B, N, 7, H, W). Only frames ≤ t are used."""
+        b, n, _, h, w = log_d.shape
+        prev = log_d[:, :1] if state is None else state.prev_log_depth[:, None]
+        dlog = log_d - torch.cat([prev, log_d[:, :-1]], dim=1)  # temporal change (0 at the first frame)
+        dlog_global = dlog.mean(dim=(3, 4), keepdim=True).expand_as(dlog)  # did the whole frame jump?
+        centred = log_d - log_d.mean(dim=(3, 4), keepdim=True)  # scene structure, scale-free
+        pixel = torch.cat([dlog, dlog_global, centred, conf], dim=2)  # (B, N, 4, H, W)
+        if rgb is None:
+            rgb_in, drgb = log_d.new_zeros(b, n, 3, h, w), log_d.new_zeros(b, n, 1, h, w)
+        else:
+            prev_rgb = rgb[:, :1] if state is None or state.prev_rgb is None else state.prev_rgb[:, None]
+            drgb = (rgb - torch.cat([prev_rgb, rgb[:, :-1]], dim=1)).abs().mean(dim=2, keepdim=True)
+            rgb_in = rgb
+        cnn = torch.cat([centred, conf, rgb_in, dlog.abs(), drgb], dim=2)  # (B, N, 7, H, W)
+        return pixel, cnn
+
+    def forward(
+        self,
+        depth: torch.Tensor,
+        confidence: torch.Tensor | None = None,
+        rgb: torch.Tensor | None = None,
+        state: SmootherState | None = None,
+    ) -> SmootherOutput:
+        """depth (B,N,1,H,W) metres > 0; confidence (B,N,1,H,W) in [0,1]; rgb (B,N,3,H,W) in [0,1].
+
+        With `state` from a previous call on the preceding frames, the output equals one call on the
+        concatenated frames (streaming). Returns refined depth = depth · exp(residual).
+        """
+        b, n, _, h, w = depth.shape
+        log_d = depth.clamp_min(1e-6).log()
+        conf = torch.ones_like(depth) if confidence is None else confidence
+        pixel, cnn = self._pixel_inputs(log_d, conf, rgb, state)
+        x = pixel
+        if self.features is not None:
+            feats = self.features(rearrange(cnn, "b n c h w -> (b n) c h w"))
+            x = torch.cat([pixel, rearrange(feats, "(b n) c h w -> b n c h w", b=b)], dim=2)
+        x = rearrange(x, "b n c h w -> (b h w) n c")  # one sequence per pixel: (P, N, C)
+        x = self.inp(x)  # (P, N, d_model)
+        new_layers = []
+        for i, block in enumerate(self.blocks):
+            x, layer_state = block(x, None if state is None else state.layers[i])
+            new_layers.append(layer_state)
+        residual = self.head(self.norm_f(x))  # (P, N, 1)
+        residual = rearrange(residual, "(b h w) n c -> b n c h w", b=b, h=h, w=w)
+        refined = torch.exp(log_d + residual)
+        new_state = SmootherState(
+            prev_log_depth=log_d[:, -1],
+            prev_rgb=None if rgb is None else rgb[:, -1],
+            layers=new_layers,
+        )
+        return SmootherOutput(depth=refined, residual=residual, state=new_state)

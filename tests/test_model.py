@@ -1,0 +1,75 @@
+"""The residual smoother: identity at init, streaming == window, causality, shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smoother.model import ResidualSmoother
+from steadydepth.config import SmootherConfig
+
+
+def _inputs(b=2, n=9, h=6, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    depth = 1.0 + 4.0 * torch.rand(b, n, 1, h, w, generator=g)
+    conf = torch.rand(b, n, 1, h, w, generator=g)
+    rgb = torch.rand(b, n, 3, h, w, generator=g)
+    return depth, conf, rgb
+
+
+def _randomise_head(model: ResidualSmoother) -> None:
+    # A trained model has a non-zero head; use one so the tests below can fail.
+    torch.manual_seed(1)
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    torch.nn.init.normal_(model.head.bias, std=0.1)
+
+
+@pytest.mark.parametrize("use_features", [True, False])
+def test_untrained_model_returns_the_teacher_exactly(use_features):
+    model = ResidualSmoother(SmootherConfig(use_features=use_features)).eval()
+    depth, conf, rgb = _inputs()
+    out = model(depth, conf, rgb)
+    assert torch.equal(out.residual, torch.zeros_like(depth))
+    torch.testing.assert_close(out.depth, depth, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("use_rgb", [True, False])
+def test_streaming_frame_by_frame_equals_one_window(use_rgb):
+    torch.manual_seed(0)
+    model = ResidualSmoother(SmootherConfig(d_model=16, n_layers=2, headdim=8, chunk_size=4)).double().eval()
+    _randomise_head(model)
+    model.double()
+    depth, conf, rgb = (t.double() for t in _inputs())
+    rgb = rgb if use_rgb else None
+    with torch.no_grad():
+        whole = model(depth, conf, rgb)
+        state, pieces = None, []
+        for start, stop in [(0, 1), (1, 4), (4, 5), (5, 9)]:
+            out = model(depth[:, start:stop], conf[:, start:stop], None if rgb is None else rgb[:, start:stop], state)
+            pieces.append(out.depth)
+            state = out.state
+    assert whole.residual.abs().max() > 1e-3  # the check below compares something non-trivial
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole.depth, rtol=1e-9, atol=1e-9)
+
+
+def test_causal_future_frames_do_not_change_the_past():
+    model = ResidualSmoother(SmootherConfig(d_model=16, headdim=8)).eval()
+    _randomise_head(model)
+    depth, conf, rgb = _inputs(n=8)
+    changed = depth.clone()
+    changed[:, 5:] *= 2.0
+    with torch.no_grad():
+        a, b = model(depth, conf, rgb), model(changed, conf, rgb)
+    torch.testing.assert_close(a.depth[:, :5], b.depth[:, :5])
+    assert not torch.allclose(a.depth[:, 5:], b.depth[:, 5:])
+
+
+def test_output_is_positive_and_gradients_reach_every_parameter():
+    model = ResidualSmoother(SmootherConfig(d_model=16, headdim=8))
+    _randomise_head(model)
+    depth, conf, rgb = _inputs()
+    out = model(depth, conf, rgb)
+    assert out.depth.shape == depth.shape and bool((out.depth > 0).all())
+    out.residual.square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
