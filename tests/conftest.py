@@ -1,0 +1,25 @@
+"""Shared test set-up: test helpers on sys.path; Prefect's ephemeral server started once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # `from media import ...`
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SEVEN_SCENES = SHARED_DATA / "7scenes-redkitchen-150-199"
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One ephemeral Prefect API (SQLite) for the whole session: starting it costs tens of seconds."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=300):
+        yield
