@@ -136,10 +136,21 @@ class EvaluateConfig(_Section):
 
 
 class ExportConfig(_Section):
-    """Export formats (filled in by the export issue)."""
+    """What `steadydepth.export` writes (formats and their units: docs/export-formats.md)."""
 
-    formats: list[Literal["zarr", "npz", "exr", "png16", "ply", "preview"]] = ["zarr"]
-    out_dir: str = ".steadydepth/exports"
+    formats: list[Literal["zarr", "npz", "exr", "png16", "ply", "preview", "stereo"]] = ["zarr"]
+    out_dir: str = Field(default=".steadydepth/exports", description="local folder; <out_dir>/<video>/<format>/")
+    overwrite: bool = Field(default=False, description="replace existing exports instead of refusing")
+    ply_every: int = Field(default=1, ge=1, description="write a point cloud for every k-th frame")
+    png16_scale: float | None = Field(
+        default=None, gt=0, description="metres per 16-bit PNG step; None = per video, so the max depth fits 65535"
+    )
+    preview_cmap: str = Field(default="turbo", description="matplotlib colormap of the inverse-depth previews")
+    preview_grid_frames: int = Field(default=6, ge=1, le=64, description="sampled frames in the preview grid PNG")
+    ipd_m: float = Field(default=0.063, gt=0, description="stereo: interpupillary distance, metres")
+    convergence_m: float | None = Field(
+        default=None, gt=0, description="stereo: depth shown at screen distance (zero disparity); None = infinity"
+    )
 
 
 class OrchestrationConfig(_Section):

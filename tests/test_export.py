@@ -1,0 +1,305 @@
+"""Exports: round trips of every format against the store, padding cropped, K and units recorded, previews with
+one fixed colour scale, overwrite refusal, atomic writes and output paths that cannot escape out_dir."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from steadydepth.config import ExportConfig
+from steadydepth.errors import InputError
+from steadydepth.export import export_from_config, export_previews, export_video
+from steadydepth.export import pointcloud as pointcloud_module
+from steadydepth.export import previews as previews_module
+from steadydepth.export.formats import decode_png16, encode_png16, read_exr_depth
+from steadydepth.export.pointcloud import read_ply
+from steadydepth.export.safety import safe_name
+from storage.depth_store import DepthStore, store_uri
+
+T, H, W = 6, 20, 28  # stored (padded) size
+PAD = (0, 2, 0, 4)  # top, bottom, left, right: the picture is 18 x 24
+h, w = H - PAD[1], W - PAD[3]
+K0 = np.array([[40.0, 0.0, 11.5], [0.0, 42.0, 8.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+def ramp_depth(t: int) -> np.ndarray:
+    """A per-pixel ramp 1..3 m that changes slightly with t; padding holds 99 m so an uncropped export shows."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    d = 1.0 + 2.0 * (xx / W) + 0.3 * (yy / H) + 0.01 * t
+    d[h:, :] = 99.0
+    d[:, w:] = 99.0
+    return d.astype(np.float32)
+
+
+def textured_rgb(t: int) -> np.ndarray:
+    rng = np.random.default_rng(t)
+    return rng.integers(20, 236, size=(H, W, 3), dtype=np.uint8)
+
+
+def make_store(
+    root: Path,
+    name: str = "clip",
+    kind: str = "teacher",
+    *,
+    num_frames: int = T,
+    depth_fn=ramp_depth,
+    rgb: bool = True,
+    gt: bool = False,
+    chunk_frames: int = 4,
+) -> str:
+    """A finished store at `<root>/<name>.<kind>.zarr` with bottom/right padding and per-frame varying K."""
+    uri = store_uri(str(root), name, kind)
+    variables = [*(["rgb"] if rgb else []), *(["gt_depth"] if gt else [])]
+    attrs = {
+        "source": f"{name}.mp4",
+        "source_hash": "h",
+        "config_hash": "c",
+        "kind": kind,
+        "fps": 10.0,
+        "padding": list(PAD),
+    }
+    store = DepthStore.create(
+        uri, num_frames=num_frames, height=H, width=W, chunk_frames=chunk_frames, attrs=attrs, variables=variables
+    )
+    for i in range(store.num_chunks):
+        start, stop = store.chunk_bounds(i)
+        ts = range(start, stop)
+        K = np.stack([K0 + np.diag([0.5 * t, 0.5 * t, 0]).astype(np.float32) for t in ts])
+        arrays = {
+            "depth": np.stack([depth_fn(t) for t in ts]),
+            "K": K,
+            "timestamp": np.array([t / 10.0 for t in ts]),
+            "frame_index": np.array([3 * t for t in ts]),
+        }
+        if rgb:
+            arrays["rgb"] = np.stack([textured_rgb(t) for t in ts])
+        if gt:
+            arrays["gt_depth"] = np.stack([depth_fn(t) * 1.05 for t in ts])
+        store.write_chunk(i, **arrays)
+    store.finalize()
+    return uri
+
+
+def stored(uri: str, variable: str = "depth") -> np.ndarray:
+    store = DepthStore.open(uri)
+    return store.read(0, store.num_frames, [variable])[variable]
+
+
+def read_video(path: str) -> list[np.ndarray]:
+    with av.open(path) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.fixture
+def teacher(tmp_path: Path) -> str:
+    return make_store(tmp_path / "stores")
+
+
+# ---- formats --------------------------------------------------------------------------------------------------
+
+
+def test_npz_is_exact_cropped_and_records_units_and_K(teacher: str, tmp_path: Path) -> None:
+    out = export_video(teacher, tmp_path / "out", formats=["npz"], progress=False)
+    path = out["npz"][0]
+    assert Path(path) == tmp_path / "out" / "clip" / "npz" / "depth.npz"
+    with np.load(path) as z:
+        np.testing.assert_array_equal(z["depth"], stored(teacher)[:, :h, :w])
+        assert z["depth"].dtype == np.float32 and z["depth"].shape == (T, h, w)
+        np.testing.assert_array_equal(z["K"], stored(teacher, "K"))  # bottom/right padding leaves K as it is
+        np.testing.assert_array_equal(z["timestamps"], np.arange(T) / 10.0)
+        np.testing.assert_array_equal(z["frame_index"], 3 * np.arange(T))
+        assert str(z["units"]) == "m"
+
+
+def test_exr_is_float32_exact_with_K_and_units_in_the_header(teacher: str, tmp_path: Path) -> None:
+    out = export_video(teacher, tmp_path / "out", formats=["exr"], progress=False)
+    frames = sorted(p for p in out["exr"] if p.endswith(".exr"))
+    assert len(frames) == T
+    depth, K = stored(teacher), stored(teacher, "K")
+    for t, path in enumerate(frames):
+        z, header = read_exr_depth(path)
+        np.testing.assert_array_equal(z, depth[t, :h, :w])
+        np.testing.assert_allclose(header["K"], K[t])
+        assert header["units"] == "m" and header["frame_index"] == 3 * t
+    camera = json.loads(Path(out["exr"][-1]).read_text())
+    assert camera["units"] == "m" and np.allclose(camera["K_per_frame"], K)
+
+
+def test_png16_round_trip_within_half_a_step(teacher: str, tmp_path: Path) -> None:
+    out = export_video(teacher, tmp_path / "out", formats=["png16"], progress=False)
+    sidecar = json.loads(Path(out["png16"][-1]).read_text())
+    scale, offset = sidecar["scale"], sidecar["offset"]
+    assert sidecar["units"] == "m" and sidecar["invalid_value"] == 0 and np.allclose(sidecar["K"], K0)
+    depth = stored(teacher)[:, :h, :w]
+    assert scale == pytest.approx(depth.max() / 65535)  # per-video scale: the max depth fits the range
+    pngs = sorted(p for p in out["png16"] if p.endswith(".png"))
+    assert len(pngs) == T
+    for t, path in enumerate(pngs):
+        code = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        assert code.dtype == np.uint16 and code.shape == (h, w)
+        assert np.abs(code * scale + offset - depth[t]).max() <= scale / 2 + 1e-6
+    assert cv2.imread(pngs[-1], cv2.IMREAD_UNCHANGED).max() == 65535
+
+
+def test_png16_marks_invalid_and_out_of_range_depth_as_zero() -> None:
+    depth = np.array([[1.0, np.nan, -1.0, 0.0, 70.0]], dtype=np.float32)
+    code = encode_png16(depth, scale=0.001)
+    assert code.tolist() == [[1000, 0, 0, 0, 0]]
+    back = decode_png16(code, 0.001)
+    assert back[0, 0] == pytest.approx(1.0) and np.isnan(back[0, 1:]).all()
+
+
+def test_ply_points_reproject_to_their_pixel_and_depth(teacher: str, tmp_path: Path) -> None:
+    out = export_video(teacher, tmp_path / "out", formats=["ply"], ply_every=2, progress=False)
+    assert [Path(p).name for p in out["ply"]] == ["000000.ply", "000002.ply", "000004.ply"]
+    depth, K, rgb = stored(teacher), stored(teacher, "K"), stored(teacher, "rgb")
+    t = 2
+    vertex, comments = read_ply(out["ply"][1])
+    assert len(vertex) == h * w  # every pixel valid, padding dropped
+    assert "units m" in comments and any(c.startswith("K ") for c in comments)
+    k_header = np.array(next(c for c in comments if c.startswith("K ")).split()[1:], dtype=float).reshape(3, 3)
+    np.testing.assert_allclose(k_header, K[t], rtol=1e-6)
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
+    u = K[t, 0, 0] * xyz[:, 0] / xyz[:, 2] + K[t, 0, 2]
+    v = K[t, 1, 1] * xyz[:, 1] / xyz[:, 2] + K[t, 1, 2]
+    vv, uu = np.mgrid[0:h, 0:w]
+    np.testing.assert_allclose(u, uu.ravel(), atol=1e-3)
+    np.testing.assert_allclose(v, vv.ravel(), atol=1e-3)
+    np.testing.assert_allclose(xyz[:, 2], depth[t, :h, :w].ravel(), rtol=1e-6)
+    colours = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1)
+    np.testing.assert_array_equal(colours, rgb[t, :h, :w].reshape(-1, 3))
+
+
+def test_ply_skips_invalid_depth(tmp_path: Path) -> None:
+    points, valid = pointcloud_module.back_project(np.array([[1.0, np.nan], [0.0, 2.0]], np.float32), K0)
+    assert len(points) == 2 and valid.tolist() == [[True, False], [False, True]]
+
+
+def test_refined_store_takes_rgb_from_the_teacher_store(teacher: str, tmp_path: Path) -> None:
+    refined = make_store(tmp_path / "stores", kind="refined", rgb=False, depth_fn=lambda t: ramp_depth(t) * 1.1)
+    out = export_video(refined, tmp_path / "out", formats=["zarr", "ply"], rgb_store_uri=teacher, progress=False)
+    assert out["zarr"] == [refined]
+    vertex, _ = read_ply(out["ply"][0])
+    np.testing.assert_array_equal(vertex["red"], stored(teacher, "rgb")[0, :h, :w, 0].ravel())
+    np.testing.assert_allclose(vertex["z"], stored(refined)[0, :h, :w].ravel())
+
+
+# ---- previews -------------------------------------------------------------------------------------------------
+
+
+def test_previews_side_by_side_grid_and_pixel_plot(tmp_path: Path) -> None:
+    stores = tmp_path / "stores"
+    teacher = make_store(stores, gt=True)
+    refined = make_store(stores, kind="refined", rgb=False)
+    paths = export_previews(teacher, refined, tmp_path / "out", progress=False)
+    frames = read_video(paths["side_by_side"])
+    assert len(frames) == T and frames[0].shape == (h, 3 * w, 3)
+    for key in ("grid", "pixel_trace"):
+        image = cv2.imread(paths[key])
+        assert image is not None and image.shape[0] > 100
+
+
+def test_preview_colour_scale_is_fixed_per_video(tmp_path: Path) -> None:
+    """Depth constant over time except frame 3 (×1.2): per-frame normalisation would colour it identically."""
+    teacher = make_store(tmp_path / "stores", depth_fn=lambda t: ramp_depth(0) * (1.2 if t == 3 else 1.0))
+    paths = export_previews(teacher, None, tmp_path / "out", progress=False)
+    frames = [f[:, w : 2 * w].astype(np.float64) for f in read_video(paths["side_by_side"])]
+    assert frames[0].shape == (h, w, 3)
+    steady = np.abs(frames[1] - frames[0]).mean()
+    jumped = np.abs(frames[3] - frames[0]).mean()
+    assert steady < 3 and jumped > 15, (steady, jumped)
+
+
+def test_export_video_preview_compares_refined_with_its_teacher(teacher: str, tmp_path: Path) -> None:
+    refined = make_store(tmp_path / "stores", kind="refined", rgb=False)
+    out = export_video(refined, tmp_path / "out", formats=["preview"], rgb_store_uri=teacher, progress=False)
+    assert read_video(out["preview"][0])[0].shape == (h, 3 * w, 3)
+    with pytest.raises(InputError, match="teacher store"):
+        export_video(refined, tmp_path / "out2", formats=["preview"], progress=False)
+
+
+# ---- safety ---------------------------------------------------------------------------------------------------
+
+
+def test_existing_export_is_refused_unless_overwrite(teacher: str, tmp_path: Path) -> None:
+    export_video(teacher, tmp_path / "out", formats=["npz"], progress=False)
+    with pytest.raises(InputError, match="--overwrite") as err:
+        export_video(teacher, tmp_path / "out", formats=["exr", "npz"], progress=False)
+    assert str(tmp_path / "out" / "clip" / "npz") in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out" / "clip" / "exr").exists()  # refused before any work
+    out = export_video(teacher, tmp_path / "out", formats=["npz"], overwrite=True, progress=False)
+    assert Path(out["npz"][0]).is_file()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_failed_frame_export_leaves_nothing_and_keeps_the_old_export(
+    teacher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = pointcloud_module.write_ply
+    calls = []
+
+    def fails_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(pointcloud_module, "write_ply", fails_on_third)
+    with pytest.raises(OSError, match="disk full"):
+        export_video(teacher, tmp_path / "out", formats=["ply"], progress=False)
+    assert _leftovers(tmp_path / "out" / "clip") == []  # no partial folder, no temporary
+    monkeypatch.setattr(pointcloud_module, "write_ply", real)
+    export_video(teacher, tmp_path / "out", formats=["ply"], progress=False)
+    monkeypatch.setattr(pointcloud_module, "write_ply", fails_on_third)
+    calls.clear()
+    with pytest.raises(OSError):
+        export_video(teacher, tmp_path / "out", formats=["ply"], overwrite=True, progress=False)
+    assert _leftovers(tmp_path / "out" / "clip") == ["ply"]
+    assert len(_leftovers(tmp_path / "out" / "clip" / "ply")) == T  # the previous export, untouched
+
+
+def test_failed_video_write_leaves_no_partial_file(
+    teacher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def half_then_fail(path, frames, fps, **kwargs):
+        Path(path).write_bytes(b"partial mp4")
+        raise RuntimeError("encoder died")
+
+    monkeypatch.setattr(previews_module, "write_video", half_then_fail)
+    with pytest.raises(RuntimeError, match="encoder died"):
+        export_previews(teacher, None, tmp_path / "out", progress=False)
+    assert _leftovers(tmp_path / "out" / "clip") == []
+
+
+def test_video_names_cannot_escape_the_output_folder(teacher: str, tmp_path: Path) -> None:
+    out_dir = tmp_path / "a" / "out"
+    out = export_video(teacher, out_dir, formats=["npz", "preview"], video_name="../../evil", progress=False)
+    for paths in out.values():
+        for p in paths:
+            assert Path(p).resolve().is_relative_to(out_dir.resolve()), p
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "a" / "evil").exists()
+    assert safe_name("../../evil") == "_.._evil" and "/" not in safe_name("a/b\\c")
+    with pytest.raises(InputError):
+        export_video(teacher, out_dir, formats=["npz"], video_name="..", progress=False)
+
+
+def test_unknown_format_is_an_input_error(teacher: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown export formats"):
+        export_video(teacher, tmp_path / "out", formats=["tiff"], progress=False)
+
+
+def test_export_from_config(teacher: str, tmp_path: Path) -> None:
+    config = ExportConfig(formats=["npz", "png16"], out_dir=str(tmp_path / "out"), png16_scale=0.001)
+    assert config.ipd_m == 0.063 and config.overwrite is False
+    out = export_from_config(config, teacher, progress=False)
+    assert json.loads(Path(out["png16"][-1]).read_text())["scale"] == 0.001
+    assert os.path.isfile(out["npz"][0])
