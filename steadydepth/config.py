@@ -125,12 +125,30 @@ class SmootherConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Training of the smoother (filled in by the smoother issue)."""
+    """Self-supervised training of the smoother on teacher stores (smoother/train.py); GT is never read."""
 
     steps: int = Field(default=300, ge=1)
-    window: int = Field(default=16, ge=2)
+    window: int = Field(default=16, ge=3, description="frames per training window (shorter videos are padded)")
     batch_size: int = Field(default=4, ge=1)
+    crop_size: int | None = Field(
+        default=24, ge=4, description="random square crop of the model grid per window (CPU speed); None = full grid"
+    )
+    flip: bool = Field(default=True, description="random horizontal flips")
+    use_rgb: bool = Field(default=True, description="feed low-res RGB to the model and the motion cue when stored")
+    use_confidence: bool = Field(default=True, description="use the teacher's confidence when stored")
     lr: float = Field(default=2e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine decays to lr · min_lr_ratio")
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW; not on biases, norms, A_log/D/dt_bias")
+    grad_clip: float | None = Field(default=1.0, gt=0, description="max global grad norm; None = off")
+    checkpoint_every: int = Field(default=100, ge=1)
+    amp: bool = Field(default=True, description="bf16 autocast, on CUDA only")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    cache_mb: float = Field(default=512.0, ge=0, description="in-memory cache of low-res sequences; 0 = off")
+    num_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads while training (None = torch's default; 1 wins on busy CPUs)"
+    )
+    progress: bool = Field(default=True, description="tqdm progress bar")
     seed: int = 0
 
 
@@ -141,7 +159,13 @@ class EvaluateConfig(_Section):
     min_depth: float = Field(default=1e-3, ge=0)
     absrel_tolerance: float = Field(default=0.001, ge=0)
     delta1_tolerance: float = Field(default=0.002, ge=0)
-    min_flicker_reduction: float = Field(default=0.2, ge=0, le=1)
+    min_flicker_reduction: float = Field(
+        default=0.2, ge=0, le=1, description="required relative drop of the flicker metric vs the teacher"
+    )
+    flicker_metrics: list[Literal["tae", "static_flicker", "opw", "frame_change"]] = Field(
+        default=["tae", "static_flicker", "opw", "frame_change"],
+        description="flicker metric used by the gate: the first one both sides have",
+    )
 
 
 class ExportConfig(_Section):
@@ -169,6 +193,21 @@ class OrchestrationConfig(_Section):
     max_parallel_videos: int = Field(default=1, ge=1)
 
 
+class LossConfig(_Section):
+    """Weights and thresholds of the self-supervised smoother losses (formulas in smoother/losses.py)."""
+
+    anchor: float = Field(default=1.0, ge=0, description="confidence-weighted L1 to the teacher's log-depth")
+    temporal_static: float = Field(default=1.0, ge=0, description="frame-to-frame change on static pixels")
+    temporal_accel: float = Field(default=1.0, ge=0, description="second temporal difference (jitter)")
+    temporal_motion: float = Field(default=0.1, ge=0, description="moving pixels follow the frame-wide correction")
+    smoothness: float = Field(default=0.1, ge=0, description="edge-aware spatial smoothness of the residual")
+    magnitude: float = Field(default=0.01, ge=0, description="L2 of the residual")
+    motion_depth_tau: float = Field(default=0.05, gt=0, description="local |Δ log teacher| scale of the motion cue")
+    motion_rgb_tau: float = Field(default=0.03, gt=0, description="|Δ RGB| scale of the motion cue (RGB in [0, 1])")
+    edge_k: float = Field(default=10.0, ge=0, description="smoothness weight exp(-edge_k·|∇ log teacher|)")
+    eps: float = Field(default=1e-3, gt=0, description="Charbonnier ε of the robust penalties (log-depth)")
+
+
 class Config(_Section):
     """The whole run's configuration."""
 
@@ -177,6 +216,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     smoother: SmootherConfig = SmootherConfig()
     train: TrainConfig = TrainConfig()
+    loss: LossConfig = LossConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
