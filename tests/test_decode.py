@@ -14,7 +14,7 @@ from media import MARKER, make_audio_only, make_dot_video, make_faststart_video,
 from steadydepth.config import DecodeConfig, IntrinsicsConfig
 from steadydepth.errors import VideoDecodeError
 from steadydepth.video.decode import VideoFile, open_video
-from storage.ground_truth import sidecar_uri, write_ground_truth
+from storage.ground_truth import open_ground_truth, sidecar_uri, write_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +261,15 @@ def test_frames_are_streamed_lazily(video: Path) -> None:
     first = next(frames)
     assert first.source_index == 0
     frames.close()  # stopping early closes the container without decoding the rest
+
+
+def test_sidecar_intrinsics_are_used_when_none_are_configured(tmp_path):
+    from steadydepth.synth.generate import generate_benchmark
+
+    video = generate_benchmark(tmp_path, n_videos=1, n_frames=4, size=(48, 64), seed=0)[0]
+    true_K = open_ground_truth(sidecar_uri(str(video))).K
+    np.testing.assert_allclose(open_video(video).info.K, true_K)
+    halved = open_video(video, DecodeConfig(long_edge=32)).info.K
+    assert halved[0, 0] == pytest.approx(true_K[0, 0] / 2)
+    configured = open_video(video, DecodeConfig(intrinsics={"hfov_deg": 90})).info.K
+    assert configured[0, 0] == pytest.approx(32.0)  # the user's value wins over the sidecar's

@@ -267,6 +267,8 @@ def open_video(path: str | Path, cfg: DecodeConfig | None = None) -> VideoFile:
     geometry = plan_geometry(original, cfg.long_edge, cfg.pad_multiple)
     K = intrinsics_from_config(cfg.intrinsics, original) if cfg.intrinsics is not None else None
     gt_uri = _ground_truth(source, num_source)
+    if K is None and gt_uri is not None:
+        K = open_ground_truth(gt_uri).K  # the sidecar knows the true camera (synthetic benchmark)
 
     info = VideoInfo(
         source=source,
