@@ -20,5 +20,6 @@ def use_embedded_defaults(home: str | Path | None = None) -> Path:
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     # The first ephemeral start runs the SQLite migrations: > 20 s on 2 loaded cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a laptop
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     return home

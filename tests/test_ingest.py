@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,22 @@ def test_config_change_is_refused_not_mixed_into_an_existing_store(tmp_path, vid
     ingest_video(str(video), _cfg(tmp_path), teacher=RgbTeacher())
     with pytest.raises(StoreError, match="different source/config"):
         ingest_video(str(video), _cfg(tmp_path, **{"decode.stride": 2}), teacher=RgbTeacher())
+
+
+SEVEN_SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen-150-199"
+
+
+@pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason="7-Scenes clip not in ../shared/data")
+def test_seven_scenes_frame_folder_ingests_with_its_ground_truth(tmp_path):
+    from steadydepth.teachers.registry import build_teacher
+
+    cfg = _cfg(tmp_path, **{"teacher.backend": "synthetic", "decode.max_frames": 10})
+    result = ingest_video(str(SEVEN_SCENES), cfg, teacher=build_teacher(cfg.teacher))
+    ds = xr.open_zarr(result.store_uri)
+    assert result.intrinsics == "given" and ds.depth.shape == (10, 480, 640)
+    np.testing.assert_allclose(ds.K.values[:, 0, 0], 585.0)
+    gt = ds.gt_depth.values
+    assert ds.gt_depth.attrs["units"] == "m" and 0.5 < np.nanmedian(gt) < 5.0 and np.isnan(gt).any()
+    assert ds.pose.shape == (10, 4, 4) and np.allclose(ds.pose.values[:, 3], [0, 0, 0, 1])
+    rel = np.nanmean(np.abs(ds.depth.values - gt) / gt)
+    assert 0.02 < rel < 0.12  # the simulated teacher is UniDepth-like, not exact
