@@ -22,4 +22,5 @@ def use_embedded_defaults(home: str | Path | None = None) -> Path:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a laptop
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    os.environ.setdefault("STEADYDEPTH_ARTIFACT_ROOT", str(home / "mlartifacts"))
     return home

@@ -9,6 +9,7 @@ champion on the gate's flicker metric (lower is better).
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -48,10 +49,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _use_experiment(name: str) -> None:
+    # With a SQLite backend MLflow would put artifacts in ./mlruns of whatever the working directory is;
+    # STEADYDEPTH_ARTIFACT_ROOT (set by runtime.use_embedded_defaults) keeps them under the project home.
+    if mlflow.get_experiment_by_name(name) is None:
+        root = os.environ.get("STEADYDEPTH_ARTIFACT_ROOT")
+        location = (Path(root) / name.replace("/", "_")).resolve().as_uri() if root else None
+        mlflow.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(name)
+
+
 @contextmanager
 def start_run(dataset: str, cfg: Config, run_name: str | None = None, **tags: str) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run in the dataset's experiment with the whole config logged as params."""
-    mlflow.set_experiment(experiment_name(dataset))
+    _use_experiment(experiment_name(dataset))
     with mlflow.start_run(run_name=run_name, tags={"dataset": str(dataset), **tags}) as run:
         mlflow.log_params(flatten(cfg.model_dump(mode="json")))
         yield run

@@ -16,6 +16,7 @@ from steadydepth.errors import InputError
 def mlflow_sqlite(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("STEADYDEPTH_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
@@ -32,10 +33,11 @@ def _train_and_register(cfg, eval_value: float, seed: int) -> str:
     return version
 
 
-def test_params_registration_and_promotion_by_alias(mlflow_sqlite):
+def test_params_registration_and_promotion_by_alias(mlflow_sqlite, tmp_path):
     cfg = load_config(overrides={"smoother.d_model": 16})
     v1 = _train_and_register(cfg, eval_value=2.0, seed=0)
 
+    assert list((tmp_path / "artifacts").rglob("MLmodel"))  # artifacts under the project home, not ./mlruns
     run = mlflow.search_runs(experiment_names=["steadydepth/videos"], output_format="list")[0]
     assert run.data.params["smoother.d_model"] == "16" and run.data.params["train.lr"] == str(cfg.train.lr)
 
