@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
 
+from flows.common import one_line, status_table, task_runner
 from steadydepth.config import Config
-from steadydepth.video.open import discover_sources
+from steadydepth.video.open import discover_sources, source_name
+from storage.depth_store import store_uri
+from tasks.cache import is_complete
 from tasks.ingest import ingest_video_task
-
-
-def _one_line(exc: BaseException | object) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 @flow(name="ingest", log_prints=True)
@@ -20,25 +19,42 @@ def ingest_flow(inputs: list[str], config: dict | None = None) -> dict:
     """Ingest every video found in `inputs` (folders, globs, list files or paths).
 
     A failing video fails only its own task: the flow finishes the others and returns
-    {"stores": [IngestResult dicts], "failures": [{"video", "error"}]}.
+    {"stores": [IngestResult dicts], "failures": [{"video", "error"}]}. Videos whose store is complete
+    and unchanged are cached (skipped); incomplete stores are resumed.
     """
     cfg = Config.model_validate(config or {})
     sources = [s for item in inputs for s in discover_sources(item)]
     print(f"ingest: {len(sources)} video(s), teacher={cfg.teacher.backend}, stores under {cfg.store.root}")
     cfg_json = cfg.model_dump(mode="json")
-    futures = [(src, ingest_video_task.submit(src, cfg_json)) for src in sources]
-    stores, failures = [], []
-    for src, future in futures:
+    futures = {}
+    for src in sources:
+        done = is_complete(store_uri(cfg.store.root, source_name(src)), cfg.store.storage_options)
+        # A cached result is only trusted while its store is there and complete; otherwise run again.
+        task = ingest_video_task if done else ingest_video_task.with_options(refresh_cache=True)
+        futures[task.submit(src, cfg_json)] = src
+
+    progress = create_progress_artifact(progress=0.0, key="ingest-progress", description="videos ingested")
+    stores, failures, rows = [], [], []
+    for finished, future in enumerate(as_completed(list(futures)), start=1):
+        src = futures[future]
         result = future.result(raise_on_failure=False)
         if isinstance(result, BaseException):
-            failures.append({"video": src, "error": _one_line(result)})
-            print(f"FAILED {src}: {_one_line(result)}")
+            failures.append({"video": src, "error": one_line(result)})
+            rows.append({"video": src, "status": "failed", "frames": "", "seconds": "", "store": "",
+                         "reason": one_line(result)})
+            print(f"FAILED {src}: {one_line(result)}")
         else:
+            result = {**result, "cached": future.state.name == "Cached"}
             stores.append(result)
+            status = "cached" if result["cached"] else "ok"
+            rows.append({"video": src, "status": status, "frames": result["num_frames"],
+                         "seconds": result["seconds"], "store": result["store_uri"], "reason": ""})
+        update_progress_artifact(progress, 100.0 * finished / max(len(futures), 1))
+    stores.sort(key=lambda r: r["name"])
+    status_table("ingest-status", rows, f"{len(stores)} stored, {len(failures)} failed")
     return {"stores": stores, "failures": failures}
 
 
-def run_ingest(inputs: list[str], cfg: Config) -> dict:
-    """Run the ingest flow with `cfg.orchestration.max_parallel_videos` videos at a time."""
-    runner = ThreadPoolTaskRunner(max_workers=cfg.orchestration.max_parallel_videos)
-    return ingest_flow.with_options(task_runner=runner)(inputs, cfg.model_dump(mode="json"))
+def run_ingest(inputs: list[str], cfg: Config, *, dask: bool = False) -> dict:
+    """Run the ingest flow with the configured task runner (threads, or a local Dask cluster)."""
+    return ingest_flow.with_options(task_runner=task_runner(cfg, dask))(inputs, cfg.model_dump(mode="json"))

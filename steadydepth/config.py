@@ -190,7 +190,9 @@ class OrchestrationConfig(_Section):
     """Prefect and MLflow settings (filled in by the orchestration issue)."""
 
     home: str = Field(default=".steadydepth", description="project-local dir for Prefect/MLflow state")
-    max_parallel_videos: int = Field(default=1, ge=1)
+    max_parallel_videos: int = Field(default=1, ge=1, description="videos processed at once (thread runner)")
+    dask_address: str | None = Field(default=None, description="scheduler address of an existing Dask cluster")
+    model_name: str = Field(default="steadydepth-smoother", description="registered model name in MLflow")
 
 
 class LossConfig(_Section):

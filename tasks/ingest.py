@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import socket
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from steadydepth.config import Config, TeacherConfig
 from steadydepth.ingest import ingest_video
 from steadydepth.teachers.base import Teacher
 from steadydepth.teachers.registry import build_teacher
+from tasks.cache import ingest_key
 from tasks.retry import retry_unless_bad_input
 
 
@@ -26,16 +28,22 @@ def cached_teacher(cfg: TeacherConfig) -> Teacher:
     return _teacher(json.dumps(cfg.model_dump(mode="json"), sort_keys=True))
 
 
-# NO_CACHE: resume is the store's job (it knows which chunks are done); the store URI is the result.
 @task(
     name="ingest-video",
+    task_run_name="ingest {source}",
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_unless_bad_input,
-    cache_policy=NO_CACHE,
-    tags=["teacher"],
+    cache_key_fn=lambda _ctx, params: ingest_key(params["source"], Config.model_validate(params["config"])),
+    persist_result=True,
+    tags=["teacher"],  # `prefect concurrency-limit create teacher 1` keeps one teacher per GPU worker
 )
 def ingest_video_task(source: str, config: dict) -> dict:
-    """Decode one video, run the teacher and write its teacher store; returns an IngestResult dict."""
+    """Decode one video, run the teacher and write its teacher store; returns an IngestResult dict.
+
+    Resumable: finished chunks of an interrupted store are kept and only missing ones are computed.
+    """
     cfg = Config.model_validate(config)
-    return ingest_video(source, cfg, teacher=cached_teacher(cfg.teacher)).to_dict()
+    result = ingest_video(source, cfg, teacher=cached_teacher(cfg.teacher)).to_dict()
+    result["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    return result

@@ -273,3 +273,14 @@ def test_sidecar_intrinsics_are_used_when_none_are_configured(tmp_path):
     assert halved[0, 0] == pytest.approx(true_K[0, 0] / 2)
     configured = open_video(video, DecodeConfig(intrinsics={"hfov_deg": 90})).info.K
     assert configured[0, 0] == pytest.approx(32.0)  # the user's value wins over the sidecar's
+
+
+def test_source_name_matches_the_opened_name(tmp_path):
+    from media import make_frame_folder
+
+    from steadydepth.video.open import open_source, source_name
+
+    video = make_video(tmp_path / "my clip.v2.mp4", num_frames=3)
+    folder = make_frame_folder(tmp_path / "scene.v2", num_frames=2)
+    for path in (video, folder):
+        assert source_name(path) == open_source(path).info.name

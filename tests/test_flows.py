@@ -1,13 +1,15 @@
-"""Prefect flows on a real (ephemeral, SQLite) Prefect API: partial failure and reruns."""
+"""Prefect flows on a real (ephemeral, SQLite) Prefect API: partial failure, caching, resume."""
 
 from __future__ import annotations
+
+import shutil
 
 import xarray as xr
 
 from steadydepth.config import load_config
 
 
-def test_ingest_flow_isolates_a_corrupt_video_and_reruns_skip_finished_work(tmp_path, prefect_server):
+def test_ingest_flow_isolates_a_corrupt_video_and_reruns_are_cached(tmp_path, prefect_server):
     from flows.ingest import run_ingest
     from steadydepth.synth.generate import generate_benchmark
 
@@ -19,7 +21,8 @@ def test_ingest_flow_isolates_a_corrupt_video_and_reruns_skip_finished_work(tmp_
     )
 
     first = run_ingest([str(videos)], cfg)
-    assert sorted(r["name"] for r in first["stores"]) == ["00-vr-head", "01-static-camera"]
+    assert [r["name"] for r in first["stores"]] == ["00-vr-head", "01-static-camera"]
+    assert not any(r["cached"] for r in first["stores"])
     assert [f["video"].rsplit("/", 1)[-1] for f in first["failures"]] == ["broken.mp4"]
     assert "broken.mp4" in first["failures"][0]["error"] and "VideoDecodeError" in first["failures"][0]["error"]
     for r in first["stores"]:
@@ -27,5 +30,14 @@ def test_ingest_flow_isolates_a_corrupt_video_and_reruns_skip_finished_work(tmp_
         assert ds.depth.shape == (12, 48, 64) and "gt_depth" in ds and ds.attrs["teacher"] == "synthetic"
 
     second = run_ingest([str(videos)], cfg)
-    assert all(r["chunks_written"] == 0 and r["chunks_skipped"] == 3 for r in second["stores"])
-    assert len(second["failures"]) == 1
+    assert all(r["cached"] for r in second["stores"]) and len(second["failures"]) == 1
+
+    # A deleted store is recomputed (the cache never hides a missing output); a new video runs alone.
+    shutil.rmtree(first["stores"][0]["store_uri"])
+    generate_benchmark(tmp_path / "more", n_videos=3, n_frames=12, size=(48, 64), seed=3)
+    for path in (tmp_path / "more").glob("02-*"):
+        shutil.move(str(path), videos / path.name)
+    third = run_ingest([str(videos)], cfg)
+    ran = {r["name"]: r["cached"] for r in third["stores"]}
+    assert ran == {"00-vr-head": False, "01-static-camera": True, "02-fast-motion": False}
+    assert xr.open_zarr(first["stores"][0]["store_uri"]).depth.shape == (12, 48, 64)

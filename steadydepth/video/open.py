@@ -10,6 +10,7 @@ from pathlib import Path
 
 from steadydepth.config import DecodeConfig
 from steadydepth.errors import FrameFolderError, InputError, VideoDecodeError
+from steadydepth.video.common import safe_name
 from steadydepth.video.decode import open_video
 from steadydepth.video.frame_folder import is_frame_folder, open_frame_folder
 from steadydepth.video.types import FrameSource
@@ -42,6 +43,14 @@ def open_source(path: str | Path, cfg: DecodeConfig | None = None) -> FrameSourc
             )
         return open_frame_folder(p, cfg)
     return open_video(p, cfg)  # raises VideoDecodeError when missing or not a video
+
+
+def source_name(path: str | Path) -> str:
+    """The name `open_source(path).info.name` will have, without opening anything (stores are named by it)."""
+    source = str(path)
+    if not uris.is_url(source) and Path(source).is_dir():
+        return safe_name(Path(source).resolve().name)
+    return safe_name(uris.stem(source))
 
 
 def _keep_local(path: Path) -> bool:
