@@ -41,3 +41,18 @@ def test_ingest_flow_isolates_a_corrupt_video_and_reruns_are_cached(tmp_path, pr
     ran = {r["name"]: r["cached"] for r in third["stores"]}
     assert ran == {"00-vr-head": False, "01-static-camera": True, "02-fast-motion": False}
     assert xr.open_zarr(first["stores"][0]["store_uri"]).depth.shape == (12, 48, 64)
+
+
+def test_ingest_on_a_local_dask_cluster_uses_several_worker_processes(tmp_path, prefect_server):
+    from flows.ingest import run_ingest
+    from steadydepth.synth.generate import generate_benchmark
+
+    videos = tmp_path / "videos"
+    generate_benchmark(videos, n_videos=4, n_frames=8, size=(48, 64), seed=5)
+    cfg = load_config(overrides={"store.root": str(tmp_path / "stores"), "teacher.backend": "synthetic"})
+    summary = run_ingest([str(videos)], cfg, dask=True)
+    assert not summary["failures"] and len(summary["stores"]) == 4
+    workers = {r["worker"] for r in summary["stores"]}
+    assert len(workers) >= 2, workers  # videos ran in parallel in different processes
+    for r in summary["stores"]:
+        assert xr.open_zarr(r["store_uri"]).depth.shape == (8, 48, 64)
