@@ -166,6 +166,22 @@ class EvaluateConfig(_Section):
         default=["tae", "static_flicker", "opw", "frame_change"],
         description="flicker metric used by the gate: the first one both sides have",
     )
+    alignment: Literal["none", "median", "lstsq_disparity"] = Field(
+        default="none", description="per-sequence alignment before accuracy/TAE; none for metric depth"
+    )
+    static_rel_tol: float = Field(
+        default=0.01, gt=0, description="static pixels: GT within this relative deviation of its temporal median"
+    )
+    flow: Literal["dis", "farneback"] = Field(default="dis", description="optical flow of the OPW metric (OpenCV)")
+    ema_alpha: float = Field(default=0.5, gt=0, le=1, description="EMA baseline: weight of the new frame")
+    gated_ema_alpha: float = Field(default=0.2, gt=0, le=1, description="motion-gated EMA baseline: weight when still")
+    gated_ema_threshold: float = Field(
+        default=0.2, gt=0, description="motion-gated EMA baseline: |log-depth innovation| at which the gain is halfway"
+    )
+    gated_ema_softness: float = Field(
+        default=0.5, ge=0, lt=1, description="motion-gated EMA baseline: gain ramps over threshold·(1 ± softness)"
+    )
+    median_window: int = Field(default=3, ge=1, description="causal temporal median baseline: frames in the window")
 
 
 class ExportConfig(_Section):

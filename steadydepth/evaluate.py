@@ -1,0 +1,261 @@
+"""Evaluate teacher, refined and baseline depth videos with one metric suite, and apply the promotion gate.
+
+    per video: teacher store (+ refined store) ─ read once ─▶ baselines on the teacher depth
+               every method ─ smoother.metrics.evaluate_sequence (+ OPW with sequence normalisation)
+    dataset:   mean_over_sequences per method ─▶ evaluate_gate(teacher, refined) ─▶ report.md, metrics.json, plots
+
+What is measured depends on what the teacher store holds:
+- gt_depth → accuracy (AbsRel, SqRel, RMSE, RMSE log, δ1..3; caps and alignment from EvaluateConfig);
+  gt_depth + pose → TAE (with the store's K) and static flicker on static pixels from GT;
+- rgb → OPW twice: `opw` (per-frame normalisation, as NVDS; blind to global scale flicker) and `opw_sequence`
+  (one normalisation per video, so scale flicker counts);
+- always frame_change.
+Without GT no accuracy, TAE or static flicker appears; only the flow-based OPW and frame_change.
+
+Static pixels (`smoother.metrics.static_mask_from_gt` with the GT poses): pixels valid in every frame whose GT
+stays within `static_rel_tol` of its temporal median, and only when the camera is static (every pose within
+1 mm / 0.1° of the first). A moving camera has no static pixels: static_flicker is NaN there and left out of the
+dataset mean, which is then the mean over static-camera videos (TAE measures flicker under camera motion).
+
+All methods get the same references (GT, poses, K and RGB from the teacher store), so numbers are comparable.
+Baselines (smoother.baselines, causal, on the teacher's depth; parameters in EvaluateConfig): log-depth EMA,
+motion-gated EMA (depth-innovation cue) and a causal temporal median.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smoother.baselines import ema, median_filter_temporal, motion_gated_ema
+from smoother.gate import GateResult, evaluate_gate
+from smoother.metrics import evaluate_sequence, mean_over_sequences, opw, static_mask_from_gt
+from steadydepth.config import EvaluateConfig
+from steadydepth.errors import InputError
+from storage.depth_store import DepthStore
+
+BASELINES = ("ema", "motion_gated_ema", "temporal_median")
+METRIC_ORDER = (
+    "absrel",
+    "sqrel",
+    "rmse",
+    "rmse_log",
+    "delta1",
+    "delta2",
+    "delta3",
+    "tae",
+    "static_flicker",
+    "opw",
+    "opw_sequence",
+    "frame_change",
+)
+LOWER_IS_BETTER = {k: not k.startswith("delta") for k in METRIC_ORDER}
+
+
+@dataclass
+class VideoData:
+    """One video's depth per method and the shared references, all at store resolution (in memory)."""
+
+    name: str
+    depth: dict[str, np.ndarray]  # method -> (T, H, W) metres
+    K: np.ndarray  # (T, 3, 3)
+    gt: np.ndarray | None = None  # (T, H, W), NaN = invalid
+    pose: np.ndarray | None = None  # (T, 4, 4) camera-to-world
+    rgb: np.ndarray | None = None  # (T, H, W, 3) uint8
+    static_mask: np.ndarray | None = None  # (H, W); None without GT + pose
+
+
+@dataclass
+class EvaluationReport:
+    """Everything `evaluate_dataset` computed; metric dicts map metric name -> float (NaN = undefined)."""
+
+    videos: list[str]
+    methods: list[str]
+    per_video: dict[str, dict[str, dict[str, float]]]  # video -> method -> metrics
+    means: dict[str, dict[str, float]]  # method -> dataset-mean metrics (mean_over_sequences)
+    gate: GateResult | None  # refined vs teacher; None without refined stores
+    baseline_gates: dict[str, GateResult]  # what the gate would say about each baseline (for context)
+    video_info: dict[str, dict[str, Any]]
+    report_path: str
+    metrics_path: str
+    plot_paths: list[str] = field(default_factory=list)
+
+
+def video_name(uri: str) -> str:
+    """`.../<name>.teacher.zarr` -> `<name>` (the last path component, store suffix removed)."""
+    base = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"\.(teacher|refined)\.zarr$", "", base)
+
+
+def baseline_params(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
+    """The baselines' parameters as recorded in the report."""
+    return {
+        "ema": {"alpha": cfg.ema_alpha},
+        "motion_gated_ema": {
+            "alpha": cfg.gated_ema_alpha,
+            "threshold": cfg.gated_ema_threshold,
+            "softness": cfg.gated_ema_softness,
+            "cue": "depth",
+        },
+        "temporal_median": {"window": cfg.median_window},
+    }
+
+
+def run_baselines(depth: np.ndarray, cfg: EvaluateConfig) -> dict[str, np.ndarray]:
+    """The causal per-pixel baselines over a (T, H, W) teacher depth video."""
+    return {
+        "ema": ema(depth, cfg.ema_alpha),
+        # depth cue: works without RGB and ignores texture; innovation > threshold (log units) resets the pixel
+        "motion_gated_ema": motion_gated_ema(
+            depth, alpha=cfg.gated_ema_alpha, threshold=cfg.gated_ema_threshold, softness=cfg.gated_ema_softness
+        ),
+        "temporal_median": median_filter_temporal(depth, cfg.median_window),
+    }
+
+
+def load_video(
+    teacher_uri: str,
+    refined_uri: str | None,
+    cfg: EvaluateConfig,
+    *,
+    baselines: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> VideoData:
+    """Read one video's teacher (and refined) depth and references; run the baselines on the teacher depth."""
+    teacher = DepthStore.open(teacher_uri, storage_options)
+    n = teacher.num_frames
+    wanted = ["depth", "K", "frame_index", *(v for v in ("gt_depth", "pose", "rgb") if v in teacher.variables)]
+    data = teacher.read(0, n, wanted)
+    depth = {"teacher": data["depth"]}
+    if refined_uri is not None:
+        refined = DepthStore.open(refined_uri, storage_options)
+        if refined.num_frames != n or refined.size != teacher.size:
+            raise InputError(
+                f"refined store {refined_uri} has {refined.num_frames} frames of {refined.size}, teacher store "
+                f"{teacher_uri} {n} of {teacher.size}; pass the refined store written from that teacher store"
+            )
+        r = refined.read(0, n, ["depth", "frame_index"])
+        if not np.array_equal(r["frame_index"], data["frame_index"]):
+            raise InputError(f"refined store {refined_uri} holds other frames than {teacher_uri}; re-run refine")
+        depth["refined"] = r["depth"]
+    if baselines:
+        depth.update(run_baselines(data["depth"], cfg))
+    gt, pose = data.get("gt_depth"), data.get("pose")
+    mask = None
+    if gt is not None and pose is not None:
+        mask = static_mask_from_gt(gt, pose, rel_tol=cfg.static_rel_tol)
+    return VideoData(video_name(teacher_uri), depth, data["K"], gt, pose, data.get("rgb"), mask)
+
+
+def evaluate_method(pred: np.ndarray, video: VideoData, cfg: EvaluateConfig) -> dict[str, float]:
+    """All metrics of one method on one video (see the module docstring for which appear when)."""
+    has_gt = video.gt is not None
+    out = evaluate_sequence(
+        pred,
+        gt=video.gt,
+        K=video.K if has_gt and video.pose is not None else None,
+        poses=video.pose if has_gt else None,
+        rgb=video.rgb,
+        static_mask=video.static_mask,
+        cfg=cfg,
+        alignment=cfg.alignment,
+        flow=cfg.flow,
+        opw_normalize="frame",
+    )
+    if video.rgb is not None:
+        out["opw_sequence"] = float(opw(pred, video.rgb, flow=cfg.flow, normalize="sequence"))
+    return {k: out[k] for k in METRIC_ORDER if k in out}
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Drop undefined (NaN) metrics, so the gate falls through to the next flicker metric both sides have."""
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def evaluate_dataset(
+    teacher_uris: list[str],
+    refined_uris: list[str] | None,
+    cfg: EvaluateConfig,
+    out_dir: str,
+    *,
+    baselines: bool = True,
+    plots: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> EvaluationReport:
+    """Evaluate every video (one at a time in memory), average, gate, and write report.md, metrics.json, plots.
+
+    teacher_uris: complete teacher stores. refined_uris: the refined store of each, same order, or None to
+    evaluate the teacher (and baselines) alone; then `gate` is None. Returns an EvaluationReport.
+    """
+    from steadydepth import report as rep  # matplotlib only when reporting
+
+    teacher_uris = [str(u) for u in teacher_uris]
+    if not teacher_uris:
+        raise InputError("no teacher stores to evaluate; pass at least one <name>.teacher.zarr")
+    if refined_uris is not None and len(refined_uris) != len(teacher_uris):
+        raise InputError(f"{len(refined_uris)} refined stores for {len(teacher_uris)} teacher stores; pass one each")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    names = _unique([video_name(u) for u in teacher_uris])
+    per_video: dict[str, dict[str, dict[str, float]]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    plot_paths: list[str] = []
+    methods: list[str] = []
+    for i, (name, t_uri) in enumerate(zip(names, teacher_uris, strict=True)):
+        r_uri = None if refined_uris is None else str(refined_uris[i])
+        video = load_video(t_uri, r_uri, cfg, baselines=baselines, storage_options=storage_options)
+        video.name = name
+        methods = list(video.depth)
+        per_video[name] = {m: evaluate_method(d, video, cfg) for m, d in video.depth.items()}
+        info[name] = {
+            "teacher_store": t_uri,
+            "refined_store": r_uri,
+            "frames": int(video.depth["teacher"].shape[0]),
+            "size": list(video.depth["teacher"].shape[1:]),
+            "ground_truth": video.gt is not None,
+            "pose": video.pose is not None,
+            "rgb": video.rgb is not None,
+            "static_pixel_fraction": None if video.static_mask is None else float(video.static_mask.mean()),
+        }
+        if plots:
+            plot_paths += rep.plot_video(video, out / "plots")
+        del video  # one video's arrays at a time
+
+    means = {m: mean_over_sequences(per_video[v][m] for v in names) for m in methods}
+    teacher_means = _finite(means["teacher"])
+    gate = evaluate_gate(teacher_means, _finite(means["refined"]), cfg) if "refined" in means else None
+    baseline_gates = {m: evaluate_gate(teacher_means, _finite(means[m]), cfg) for m in methods if m in BASELINES}
+    report = EvaluationReport(
+        videos=names,
+        methods=methods,
+        per_video=per_video,
+        means=means,
+        gate=gate,
+        baseline_gates=baseline_gates,
+        video_info=info,
+        report_path=str(out / "report.md"),
+        metrics_path=str(out / "metrics.json"),
+        plot_paths=plot_paths,
+    )
+    if plots:
+        report.plot_paths += rep.plot_dataset(report, out / "plots", cfg)
+    rep.write_metrics_json(report, cfg)
+    rep.write_markdown(report, cfg)
+    return report
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Video names made unique (`a`, `a-2`, ...) so two stores with one name do not overwrite each other."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out

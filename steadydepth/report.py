@@ -1,0 +1,301 @@
+"""Write an EvaluationReport: metrics.json (everything), report.md (tables + gate) and matplotlib plots.
+
+Plots use matplotlib's object API (`Figure`, rendered by Agg), so no global backend is switched:
+    plots/<video>-pixel.png  one pixel's depth over time for every method and GT
+    plots/<video>-maps.png   per-pixel temporal std / mean (flicker) and the AbsRel map of the middle frame
+    plots/metrics-bars.png   every metric per video and dataset mean, one bar per method
+    plots/tradeoff.png       dataset-mean AbsRel vs the flicker metric, one point per method (needs GT)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from steadydepth.config import EvaluateConfig
+
+if TYPE_CHECKING:  # evaluate imports this module lazily; avoid the cycle at runtime
+    from steadydepth.evaluate import EvaluationReport, VideoData
+
+METRIC_LABELS = {
+    "absrel": "AbsRel",
+    "sqrel": "SqRel",
+    "rmse": "RMSE (m)",
+    "rmse_log": "RMSE log",
+    "delta1": "δ1",
+    "delta2": "δ2",
+    "delta3": "δ3",
+    "tae": "TAE (%)",
+    "static_flicker": "static flicker",
+    "opw": "OPW (frame norm.)",
+    "opw_sequence": "OPW (seq. norm.)",
+    "frame_change": "frame change",
+}
+METHOD_LABELS = {
+    "teacher": "teacher",
+    "refined": "refined (smoother)",
+    "ema": "EMA",
+    "motion_gated_ema": "motion-gated EMA",
+    "temporal_median": "temporal median",
+}
+COLOURS = {
+    "gt": "black",
+    "teacher": "tab:red",
+    "refined": "tab:blue",
+    "ema": "tab:orange",
+    "motion_gated_ema": "tab:green",
+    "temporal_median": "tab:purple",
+}
+
+
+def fmt(value: float | None) -> str:
+    """How report.md writes a metric: 4 decimals, '–' when undefined."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.4f}"
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/inf -> null (strict JSON); numpy scalars -> Python."""
+    if isinstance(x, Mapping):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _gate_dict(gate: Any) -> dict[str, Any] | None:
+    if gate is None:
+        return None
+    return {"passed": gate.passed, "flicker_metric": gate.flicker_metric, "reasons": gate.reasons}
+
+
+def write_metrics_json(report: EvaluationReport, cfg: EvaluateConfig) -> None:
+    """metrics.json: config, baselines, per-video and mean metrics, gate; NaN (undefined) is written as null."""
+    from steadydepth.evaluate import baseline_params
+
+    payload = {
+        "config": cfg.model_dump(mode="json"),
+        "baselines": baseline_params(cfg),
+        "videos": report.videos,
+        "methods": report.methods,
+        "video_info": report.video_info,
+        "per_video": report.per_video,
+        "means": report.means,
+        "gate": _gate_dict(report.gate),
+        "baseline_gates": {m: _gate_dict(g) for m, g in report.baseline_gates.items()},
+        "plots": report.plot_paths,
+    }
+    Path(report.metrics_path).write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _metrics_present(tables: list[Mapping[str, Mapping[str, float]]]) -> list[str]:
+    from steadydepth.evaluate import METRIC_ORDER
+
+    keys = {k for table in tables for row in table.values() for k in row}
+    return [k for k in METRIC_ORDER if k in keys]
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: list[str]) -> list[str]:
+    """Markdown table lines: methods as rows, metrics as columns."""
+    lines = [
+        "| method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
+        "| --- |" + " ---: |" * len(metrics),
+    ]
+    for method, values in rows.items():
+        cells = [fmt(values.get(m)) for m in metrics]
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def relative_table(means: Mapping[str, Mapping[str, float]], metrics: list[str]) -> list[str]:
+    """Markdown table of each method's change vs the teacher in percent (negative = lower)."""
+    base = means["teacher"]
+    lines = ["| method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    for method, values in means.items():
+        if method == "teacher":
+            continue
+        cells = []
+        for m in metrics:
+            t, v = base.get(m, math.nan), values.get(m, math.nan)
+            ok = math.isfinite(t) and math.isfinite(v) and t != 0
+            cells.append(f"{100 * (v / t - 1):+.1f}%" if ok else "–")
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_markdown(report: EvaluationReport, cfg: EvaluateConfig) -> None:
+    """report.md: gate verdict, dataset means (absolute and vs teacher), per-video tables, conventions, plots."""
+    from steadydepth.evaluate import baseline_params
+
+    metrics = _metrics_present([report.means, *report.per_video.values()])
+    lines = ["# Depth evaluation", ""]
+    if report.gate is not None:
+        lines += [f"## Gate: {'PASS' if report.gate.passed else 'FAIL'}", ""]
+        lines += [f"- {r}" for r in report.gate.reasons] + [""]
+    else:
+        lines += ["## Gate: not run (no refined stores)", ""]
+    if report.baseline_gates:
+        lines += ["What the same gate says about each baseline (context only):", ""]
+        for m, g in report.baseline_gates.items():
+            lines.append(f"- {METHOD_LABELS.get(m, m)}: {'PASS' if g.passed else 'FAIL'} ({'; '.join(g.reasons)})")
+        lines.append("")
+    lines += [f"## Dataset mean ({len(report.videos)} videos)", "", *metrics_table(report.means, metrics), ""]
+    if len(report.means) > 1:
+        lines += ["Change vs the teacher:", "", *relative_table(report.means, metrics), ""]
+    lines += ["## Per video", ""]
+    for name in report.videos:
+        info = report.video_info[name]
+        frac = info["static_pixel_fraction"]
+        static = "no poses: static flicker n/a" if frac is None else f"{100 * frac:.1f}% static pixels"
+        if frac == 0:
+            static = "moving camera: no static pixels"
+        lines += [
+            f"### {name}",
+            "",
+            f"{info['frames']} frames, {info['size'][0]}×{info['size'][1]}; ground truth: "
+            f"{'yes' if info['ground_truth'] else 'no'}; poses: {'yes' if info['pose'] else 'no'}; {static}.",
+            "",
+            *metrics_table(report.per_video[name], metrics),
+            "",
+        ]
+    params = "; ".join(
+        f"{METHOD_LABELS[m]} " + ", ".join(f"{k}={v}" for k, v in p.items()) for m, p in baseline_params(cfg).items()
+    )
+    lines += [
+        "## Conventions",
+        "",
+        f"- Valid GT: finite, {cfg.min_depth} < GT < {cfg.max_depth} m; alignment: {cfg.alignment} (per sequence).",
+        "- Accuracy per frame, then mean over frames, then unweighted mean over videos (undefined values skipped).",
+        "- TAE (%) with GT poses and the store's K. Static flicker = mean temporal std / mean depth on GT-static "
+        f"pixels (GT within {100 * cfg.static_rel_tol:g}% of its median, static camera only; moving-camera videos "
+        "have none, so the mean is over static-camera videos).",
+        f"- OPW with OpenCV {cfg.flow} flow: 'frame norm.' as NVDS (blind to global scale flicker), 'seq. norm.' one "
+        "normalisation per video. Frame change = mean |D_t − D_t−1| / D_t−1.",
+        f"- Baselines (causal, on the teacher depth): {params}.",
+        f"- Gate: AbsRel ≤ teacher + {cfg.absrel_tolerance}, δ1 ≥ teacher − {cfg.delta1_tolerance}, first of "
+        f"{cfg.flicker_metrics} defined for both at least {100 * cfg.min_flicker_reduction:g}% lower.",
+        "",
+    ]
+    if report.plot_paths:
+        root = Path(report.report_path).parent
+        lines += ["## Plots", ""]
+        lines += [f"![{Path(p).stem}]({Path(p).relative_to(root).as_posix()})" for p in report.plot_paths] + [""]
+    Path(report.report_path).write_text("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------- plots
+
+
+def _save(fig: Figure, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    return str(path)
+
+
+def _trace_pixel(video: VideoData) -> tuple[int, int]:
+    """A static pixel nearest the centre, else a pixel with valid GT throughout nearest the centre, else the centre."""
+    t, h, w = video.depth["teacher"].shape
+    candidates = video.static_mask
+    if (candidates is None or not candidates.any()) and video.gt is not None:
+        candidates = np.isfinite(video.gt).all(axis=0)
+    if candidates is None or not candidates.any():
+        return h // 2, w // 2
+    ys, xs = np.nonzero(candidates)
+    i = int(np.argmin((ys - h / 2) ** 2 + (xs - w / 2) ** 2))
+    return int(ys[i]), int(xs[i])
+
+
+def _temporal_cv(depth: np.ndarray) -> np.ndarray:
+    """Per-pixel temporal std / mean over finite, positive values (the flicker map)."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        d = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float64)
+        return np.nanstd(d, axis=0) / np.nanmean(d, axis=0)
+
+
+def plot_video(video: VideoData, out_dir: Path) -> list[str]:
+    """Pixel trace and flicker/error maps of one video; returns the PNG paths."""
+    paths = []
+    y, x = _trace_pixel(video)
+    fig = Figure(figsize=(8, 3.5))
+    ax = fig.add_subplot()
+    if video.gt is not None:
+        ax.plot(video.gt[:, y, x], color=COLOURS["gt"], lw=2, label="GT")
+    for method, depth in video.depth.items():
+        ax.plot(depth[:, y, x], color=COLOURS.get(method), lw=1.2, label=METHOD_LABELS.get(method, method))
+    ax.set(xlabel="frame", ylabel="depth (m)", title=f"{video.name}: pixel (y={y}, x={x})")
+    ax.legend(fontsize=7, ncols=3)
+    paths.append(_save(fig, out_dir / f"{video.name}-pixel.png"))
+
+    shown = {"GT": video.gt} if video.gt is not None else {}
+    shown.update({METHOD_LABELS[m]: video.depth[m] for m in ("teacher", "refined") if m in video.depth})
+    rows = 2 if video.gt is not None else 1
+    fig = Figure(figsize=(3.2 * len(shown), 2.6 * rows))
+    cv = {k: _temporal_cv(v) for k, v in shown.items()}
+    vmax = float(np.nanpercentile(cv[METHOD_LABELS["teacher"]], 99)) or 1e-3
+    mid = video.depth["teacher"].shape[0] // 2
+    for j, (label, c) in enumerate(cv.items()):
+        ax = fig.add_subplot(rows, len(shown), j + 1)
+        im = ax.imshow(c, cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(f"{label}: temporal std/mean", fontsize=8)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        if rows == 2 and label != "GT":
+            gt = video.gt[mid].astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                err = np.abs(shown[label][mid] - gt) / gt
+            ax = fig.add_subplot(rows, len(shown), len(shown) + j + 1)
+            im = ax.imshow(err, cmap="viridis", vmin=0, vmax=0.3)
+            ax.set_title(f"{label}: AbsRel, frame {mid}", fontsize=8)
+            ax.axis("off")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    paths.append(_save(fig, out_dir / f"{video.name}-maps.png"))
+    return paths
+
+
+def plot_dataset(report: EvaluationReport, out_dir: Path, cfg: EvaluateConfig) -> list[str]:
+    """Per-video metric bars and the accuracy-vs-flicker scatter; returns the PNG paths."""
+    paths = []
+    metrics = _metrics_present([report.means])
+    groups = [*report.videos, "mean"]
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = Figure(figsize=(5 * ncols, 3 * nrows))
+    width = 0.8 / len(report.methods)
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for j, method in enumerate(report.methods):
+            vals = [report.per_video[v][method].get(metric, math.nan) for v in report.videos]
+            vals.append(report.means[method].get(metric, math.nan))
+            xs = np.arange(len(groups)) + (j - (len(report.methods) - 1) / 2) * width
+            ax.bar(xs, vals, width, color=COLOURS.get(method), label=METHOD_LABELS.get(method, method))
+        ax.set_xticks(np.arange(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+        ax.set_title(METRIC_LABELS[metric], fontsize=9)
+    fig.axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "metrics-bars.png"))
+
+    teacher = report.means["teacher"]
+    flicker = next((m for m in cfg.flicker_metrics if math.isfinite(teacher.get(m, math.nan))), None)
+    if math.isfinite(teacher.get("absrel", math.nan)) and flicker is not None:
+        fig = Figure(figsize=(5, 4))
+        ax = fig.add_subplot()
+        for method, values in report.means.items():
+            ax.scatter(values.get(flicker), values.get("absrel"), color=COLOURS.get(method), s=40)
+            ax.annotate(METHOD_LABELS.get(method, method), (values.get(flicker), values.get("absrel")), fontsize=7)
+        ax.set(xlabel=f"{METRIC_LABELS[flicker]} (lower = steadier)", ylabel="AbsRel (lower = more accurate)")
+        ax.set_title("accuracy vs flicker (dataset means)", fontsize=9)
+        paths.append(_save(fig, out_dir / "tradeoff.png"))
+    return paths
