@@ -1,0 +1,301 @@
+"""Refine a teacher depth store with a trained smoother, chunk by chunk, into a new refined store.
+
+    teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD (h×w)
+                                                         guided upsample (guide: teacher log-depth) ─▶ ΔD (H×W)
+    refined depth = teacher depth · exp(ΔD)  ─▶  <root>/<name>.refined.zarr
+
+Streaming: one store chunk at a time is read, refined and written; the model's `SmootherState` carries
+the past across chunks, so the result equals one model call over the whole video, and memory holds one
+chunk plus the fixed-size state however long the video is.
+
+The teacher store is only read. The refined store has the teacher's chunking, K, timestamps, frame
+indices and confidence, plus gt_depth and pose when the teacher store has them (so evaluation finds
+everything frame-aligned in one place); it has no rgb (the teacher store keeps it).
+
+Identity and resume: the refined store's `config_hash` is a hash of the model (config + every weight),
+the upsampling settings and the teacher store's config_hash. A rerun with the same model resumes: it
+replays the model over the finished chunks at low resolution (cheap, nothing written) to rebuild the
+state, then writes only the missing chunks. Another model → StoreError unless overwrite=True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
+from smoother.model import ResidualSmoother, SmootherState
+from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample
+from steadydepth.errors import StoreError
+from storage import uri as uris
+from storage.depth_store import _BOOKKEEPING, DepthStore
+
+ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
+REFINE_VERSION = 1  # bump when the refinement arithmetic changes: it is part of the store identity
+COPIED = ("confidence", "gt_depth", "pose")  # optional teacher variables the refined store carries over
+
+
+@dataclass
+class ResidualStats:
+    """Statistics of the store-resolution residual ΔD (log-depth) over the frames written by one run."""
+
+    frames: int
+    pixels: int
+    mean: float
+    mean_abs: float
+    rms: float
+    min: float
+    max: float
+
+
+@dataclass
+class RefineResult:
+    """What one `refine_store` call did; plain data so orchestration can log and tabulate it."""
+
+    uri: str
+    teacher_uri: str
+    num_frames: int
+    grid: tuple[int, int]  # (h, w) the model ran at
+    chunks_written: int
+    chunks_skipped: int  # already done by an earlier run (replayed at low res for the state, not written)
+    config_hash: str
+    model_id: str
+    seconds: float
+    residual_stats: ResidualStats | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_hash(model: ResidualSmoother) -> str:
+    """Stable 16-hex hash of a smoother: its config and every parameter/buffer (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(json.dumps(model.cfg.model_dump(mode="json"), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype (bf16 too)
+    return h.hexdigest()[:16]
+
+
+def refined_config_hash(smoother_hash: str, teacher_config_hash: str, *, radius: int, eps: float) -> str:
+    """The refined store's identity: the model (`model_hash`), upsampling settings and the teacher's identity."""
+    payload = {
+        "version": REFINE_VERSION,
+        "model": smoother_hash,
+        "upsample": {"method": "guided", "radius": radius, "eps": eps},
+        "teacher_config_hash": teacher_config_hash,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def refined_uri_for(teacher_uri: str) -> str:
+    """`<root>/<name>.teacher.zarr` → `<root>/<name>.refined.zarr` (store_uri's layout, next to the teacher)."""
+    base = str(teacher_uri).rstrip("/")
+    if not base.endswith(".teacher.zarr"):
+        raise ValueError(f"{teacher_uri} does not end in .teacher.zarr; pass refined_uri explicitly")
+    return base[: -len(".teacher.zarr")] + ".refined.zarr"
+
+
+class _StatsAccumulator:
+    """Running sums for ResidualStats: O(1) memory however many frames pass through."""
+
+    def __init__(self) -> None:
+        self.frames = self.pixels = 0
+        self.total = self.total_abs = self.total_sq = 0.0
+        self.lo, self.hi = math.inf, -math.inf
+
+    def add(self, residual: torch.Tensor) -> None:
+        """residual (n, H, W)."""
+        r = residual.double()
+        self.frames += r.shape[0]
+        self.pixels += r.numel()
+        self.total += float(r.sum())
+        self.total_abs += float(r.abs().sum())
+        self.total_sq += float(r.square().sum())
+        self.lo, self.hi = min(self.lo, float(r.min())), max(self.hi, float(r.max()))
+
+    def result(self) -> ResidualStats | None:
+        if not self.pixels:
+            return None
+        n = self.pixels
+        return ResidualStats(
+            self.frames, n, self.total / n, self.total_abs / n, math.sqrt(self.total_sq / n), self.lo, self.hi
+        )
+
+
+def _same_location(a: str, b: str) -> bool:
+    """Whether two store URIs name the same place (local paths resolved; URLs compared without a trailing '/')."""
+    if not uris.is_url(a) and not uris.is_url(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def refine_store(
+    teacher_uri: str,
+    refined_uri: str | None,
+    model: ResidualSmoother,
+    *,
+    device: str | torch.device = "cpu",
+    chunk_frames: int | None = None,
+    attrs_extra: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    on_progress: ProgressFn | None = None,
+    overwrite: bool = False,
+    model_id: str | None = None,
+    residual_stats: bool = True,
+    upsample_radius: int = DEFAULT_RADIUS,
+    upsample_eps: float = DEFAULT_EPS,
+) -> RefineResult:
+    """Write `refined_uri` = the teacher store's depth refined by `model`, streaming chunk by chunk.
+
+    teacher_uri: a complete teacher store (only read, never modified).
+    refined_uri: where to write; None → next to the teacher store (`refined_uri_for`). Must differ from it.
+    model: moved to `device` ("auto" = CUDA when available) and run in eval mode in its own dtype.
+    chunk_frames: frames per refined chunk (the streaming unit); None → the teacher store's chunking.
+    attrs_extra: extra JSON-serialisable attrs for the refined store (e.g. the training run id).
+    overwrite: replace an existing refined store of another model instead of raising StoreError.
+    model_id: a human-readable name for the model recorded in the attrs; default "smoother-<model hash>".
+    residual_stats: also return statistics of ΔD over the frames written by this call.
+    upsample_radius, upsample_eps: the guided filter's settings (see smoother.upsample); part of the identity.
+
+    Returns a RefineResult. A finished refined store of the same model is left as it is (nothing written).
+    """
+    t0 = time.perf_counter()
+    refined_uri = refined_uri_for(teacher_uri) if refined_uri is None else str(refined_uri)
+    if _same_location(refined_uri, teacher_uri):
+        raise ValueError(f"refined_uri is the teacher store {teacher_uri}; the teacher store is never overwritten")
+    teacher = DepthStore.open(teacher_uri, storage_options)
+    teacher_attrs = teacher.attrs
+    dev = _resolve_device(device)
+    cfg = model.cfg
+    num_frames, (height, width) = teacher.num_frames, teacher.size
+    grid = model_grid_size(height, width, cfg.depth_long_edge)
+
+    smoother_hash = model_hash(model)
+    config_hash = refined_config_hash(
+        smoother_hash, str(teacher_attrs.get("config_hash", "")), radius=upsample_radius, eps=upsample_eps
+    )
+    model_id = model_id or f"smoother-{smoother_hash}"
+    extra = dict(attrs_extra or {})
+    clash = sorted(set(extra) & {"kind", "config_hash", "source_hash"})
+    if clash:
+        raise ValueError(f"attrs_extra may not set the refined store's identity keys {clash}")
+    caller_attrs = {k: v for k, v in teacher_attrs.items() if k not in _BOOKKEEPING}
+    attrs = {
+        **caller_attrs,  # source, source_hash, fps, teacher, ... describe the same video
+        **extra,
+        "kind": "refined",
+        "config_hash": config_hash,
+        "teacher_store": teacher.uri,
+        "teacher_config_hash": teacher_attrs.get("config_hash"),
+        "model_id": model_id,
+        "model_hash": smoother_hash,
+        "smoother": cfg.model_dump(mode="json"),
+        "model_grid": list(grid),
+        "upsample": {"method": "guided", "radius": upsample_radius, "eps": upsample_eps},
+    }
+    copied = [v for v in COPIED if v in teacher.variables]
+    refined = DepthStore.create(
+        refined_uri,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        chunk_frames=chunk_frames or teacher.chunk_frames,
+        attrs=attrs,
+        variables=copied,
+        storage_options=storage_options,
+        overwrite=overwrite,
+    )
+    missing = [] if refined.is_complete else refined.missing_chunks()
+    stats = _StatsAccumulator() if residual_stats else None
+    if missing:
+        _run(teacher, refined, model, dev, grid, set(missing), stats, on_progress, upsample_radius, upsample_eps)
+        refined.finalize()
+    return RefineResult(
+        uri=refined.uri,
+        teacher_uri=teacher.uri,
+        num_frames=num_frames,
+        grid=grid,
+        chunks_written=len(missing),
+        chunks_skipped=refined.num_chunks - len(missing),
+        config_hash=config_hash,
+        model_id=model_id,
+        seconds=time.perf_counter() - t0,
+        residual_stats=None if stats is None else stats.result(),
+    )
+
+
+def _run(
+    teacher: DepthStore,
+    refined: DepthStore,
+    model: ResidualSmoother,
+    device: torch.device,
+    grid: tuple[int, int],
+    missing: set[int],
+    stats: _StatsAccumulator | None,
+    on_progress: ProgressFn | None,
+    radius: int,
+    eps: float,
+) -> None:
+    """Stream chunks 0..max(missing): run the model on all of them (state), upsample and write the missing."""
+    model.to(device)
+    dtype = next(model.parameters()).dtype
+    inputs = ["depth"]
+    if "confidence" in teacher.variables:
+        inputs.append("confidence")
+    if "rgb" in teacher.variables and model.cfg.use_features:
+        inputs.append("rgb")
+    copied = [v for v in refined.variables if v != "depth"]  # K, timestamp, frame_index + optional copies
+    was_training = model.training
+    model.eval()
+    state: SmootherState | None = None
+    try:
+        with torch.inference_mode():
+            for i in range(max(missing) + 1):  # chunks after the last missing one need no state
+                start, stop = refined.chunk_bounds(i)
+                write = i in missing
+                data = teacher.read(start, stop, [*inputs, *copied] if write else inputs)
+                depth_hr = torch.from_numpy(data["depth"])  # (n, H, W) float32
+                small = downsample_depth(depth_hr, grid)  # (n, h, w)
+                conf = rgb = None
+                if "confidence" in data:
+                    conf = downsample_confidence(data["confidence"], grid)[None, :, None].to(device, dtype)
+                if "rgb" in data:
+                    rgb = downsample_rgb(data["rgb"], grid)[None].to(device, dtype)  # (1, n, 3, h, w)
+                out = model(small[None, :, None].to(device, dtype), conf, rgb, state)  # residual (1, n, 1, h, w)
+                state = out.state
+                if not write:
+                    continue  # replay only: the state is all we need from a finished chunk
+                depth_dev = depth_hr.to(device)
+                guide_hr = depth_dev.clamp_min(1e-6).log()
+                guide_lr = small.to(device).log()  # the log-depth the model saw
+                residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
+                # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
+                depth = (depth_dev.to(residual.dtype) * torch.exp(residual)).float().cpu().numpy()
+                if not (np.isfinite(depth) & (depth > 0)).all():
+                    raise StoreError(
+                        f"refining {teacher.uri} frames {start}..{stop - 1} gave depth that is not finite and > 0 "
+                        f"(|ΔD| up to {float(residual.abs().max()):.3g}); the model is broken or diverged"
+                    )
+                if stats is not None:
+                    stats.add(residual)
+                refined.write_chunk(i, depth=depth, **{v: data[v] for v in copied})
+                if on_progress is not None:
+                    on_progress(stop, refined.num_frames)
+    finally:
+        model.train(was_training)
