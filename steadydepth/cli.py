@@ -62,35 +62,125 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root, "teacher.backend": args.teacher})
-    use_embedded_defaults(cfg.orchestration.home)
+    _start(cfg)
     from flows.ingest import run_ingest
 
-    summary = run_ingest(args.inputs, cfg)
+    summary = run_ingest(args.inputs, cfg, dask=args.dask)
     _print_ingest_summary(summary)
     return 1 if summary["failures"] else 0
+
+
+def _print_evaluation(evaluation: dict) -> None:
+    means = evaluation["means"]
+    keys = [k for k in ("absrel", "delta1", "tae", "static_flicker", "opw", "frame_change")
+            if any(k in m for m in means.values())]
+    print(f"\n{'method':<22}" + "".join(f"{k:>16}" for k in keys))
+    for method, metrics in means.items():
+        print(f"{method:<22}" + "".join(f"{metrics.get(k, float('nan')):>16.4f}" for k in keys))
+    print(evaluation["verdict"])
+    for reason in evaluation["gate_reasons"]:
+        print(f"  {reason}")
+    print(f"report: {evaluation['report_dir']}/report.md")
+
+
+def _start(cfg: Config) -> None:
+    home = use_embedded_defaults(cfg.orchestration.home)
+    print(f"state (Prefect, MLflow) under {home}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args, {"store.root": args.store_root, "train.steps": args.steps})
+    _start(cfg)
+    from flows.smoother import train_flow
+
+    result = train_flow(cfg.model_dump(mode="json"), dataset=args.dataset)
+    print(f"checkpoint: {result['checkpoint']}")
+    print(f"registered: {result['model_uri']} (MLflow run {result['run_id']})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    cfg = _config(args, {"store.root": args.store_root})
+    _start(cfg)
+    import json
+
+    from flows.smoother import evaluate_flow
+
+    model = args.model or f"models:/{cfg.orchestration.model_name}@champion"
+    evaluation = evaluate_flow(model, cfg.model_dump(mode="json"), out_dir=args.out)
+    if args.json:
+        print(json.dumps({k: evaluation[k] for k in ("means", "gate_passed", "gate_reasons", "flicker_metric")},
+                         indent=2))
+    else:
+        _print_evaluation(evaluation)
+    return 0 if evaluation["gate_passed"] else 3
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    extra = {"store.root": args.store_root, "export.out_dir": args.out, "export.overwrite": args.overwrite or None}
+    if args.formats:
+        extra["export.formats"] = "[" + ",".join(args.formats) + "]"
+    cfg = _config(args, extra)
+    _start(cfg)
+    from flows.export import export_flow
+
+    result = export_flow(cfg.model_dump(mode="json"), args.model)
+    for uri, formats in result["exports"].items():
+        print(f"{uri}: {', '.join(sorted(formats))}")
+    print(f"exports of {result['model']} depth in {cfg.export.out_dir}")
+    for f in result["failures"]:
+        print(f"FAILED {f['store']}: {f['error']}", file=sys.stderr)
+    return 1 if result["failures"] else 0
+
+
+def _run_pipeline(inputs: list[str], cfg: Config, dask: bool) -> int:
+    from flows.pipeline import pipeline_flow
+
+    summary = pipeline_flow(inputs, cfg.model_dump(mode="json"), dask=dask)
+    _print_ingest_summary(summary["ingest"])
+    if summary["train"]:
+        print(f"\ntrained: {summary['train']['model_uri']}  checkpoint {summary['train']['checkpoint']}")
+    if summary["evaluation"]:
+        _print_evaluation(summary["evaluation"])
+        if summary["evaluation"]["promotion"]:
+            print(summary["evaluation"]["promotion"]["reason"])
+    if summary["export"]:
+        print(f"exports ({summary['export']['model']} depth) in {cfg.export.out_dir}")
+    home = cfg.orchestration.home
+    print("\nLook at it:")
+    print(f"  Prefect UI: PREFECT_HOME={home}/prefect prefect server start   (then http://127.0.0.1:4200)")
+    print(f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db")
+    failed = summary["ingest"]["failures"] or (summary["export"] or {}).get("failures")
+    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args, {"store.root": args.store_root, "export.overwrite": args.overwrite or None})
+    _start(cfg)
+    return _run_pipeline(args.inputs, cfg, args.dask)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from steadydepth.synth.generate import generate_benchmark
 
     out = Path(args.out)
-    cfg = _config(args, {"store.root": str(out / "stores"), "teacher.backend": "synthetic",
-                         "orchestration.home": str(out / "home")})
-    use_embedded_defaults(cfg.orchestration.home)
-    from flows.ingest import run_ingest
-
+    cfg = _config(args, {
+        "store.root": str(out / "stores"), "teacher.backend": "synthetic", "orchestration.home": str(out / "home"),
+        "export.out_dir": str(out / "exports"), "export.formats": "[zarr,npz,exr,png16,ply,preview,stereo]",
+        "export.ply_every": 8, "export.overwrite": True, "train.steps": args.steps,
+    })
+    _start(cfg)
     videos_dir = out / "videos"
-    print(f"[1/2] generating {args.videos} synthetic videos ({args.frames} frames, {args.size[0]}x{args.size[1]}) "
+    print(f"generating {args.videos} synthetic videos ({args.frames} frames, {args.size[0]}x{args.size[1]}) "
           f"in {videos_dir}")
     generate_benchmark(videos_dir, n_videos=args.videos, n_frames=args.frames, size=args.size, seed=args.seed)
-    print(f"[2/2] ingesting them: decode (PyAV) -> teacher ({cfg.teacher.backend}) -> Zarr stores in {cfg.store.root}")
-    summary = run_ingest([str(videos_dir)], cfg)
-    _print_ingest_summary(summary)
-    if summary["stores"]:
-        first = summary["stores"][0]["store_uri"]
+    print("pipeline: decode -> teacher -> Zarr stores -> train smoother -> refine -> evaluate -> promote -> export")
+    code = _run_pipeline([str(videos_dir)], cfg, dask=False)
+    stores = sorted((out / "stores").glob("*.teacher.zarr"))
+    if stores:
         print("\nOpen a store with xarray:")
-        print(f"  python -c \"import xarray as xr; print(xr.open_zarr('{first}'))\"")
-    return 1 if summary["failures"] else 0
+        print(f"  python -c \"import xarray as xr; print(xr.open_zarr('{stores[0]}'))\"")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,15 +201,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="videos, frame folders, folders of them, globs or .txt lists")
     p.add_argument("--store-root", help="where stores go (local path or fsspec URL); default store.root")
     p.add_argument("--teacher", choices=["unidepth", "precomputed", "synthetic"], help="teacher backend")
+    p.add_argument("--dask", action="store_true", help="run videos in parallel on a local Dask cluster")
     _add_config_args(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("demo", help="run the pipeline end to end on generated videos, offline")
+    p = sub.add_parser("train", help="train the smoother on the teacher stores (MLflow-tracked, registered)")
+    p.add_argument("--store-root", help="where the teacher stores are; default store.root")
+    p.add_argument("--steps", type=int, help="optimizer steps (default train.steps)")
+    p.add_argument("--dataset", help="dataset name for the MLflow experiment (default: the store root)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="refine with a model and compare with the teacher and baselines; gate")
+    p.add_argument("--store-root", help="where the teacher stores are; default store.root")
+    p.add_argument("--model", help="checkpoint (.pt) or MLflow model URI; default models:/<name>@champion")
+    p.add_argument("--out", help="report folder (default <home>/evaluation)")
+    p.add_argument("--json", action="store_true", help="print the metrics JSON instead of the table")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write refined depth as npz / EXR / 16-bit PNG / PLY / previews / stereo")
+    p.add_argument("--store-root", help="where the teacher stores are; default store.root")
+    p.add_argument("--model", help="checkpoint (.pt) or MLflow model URI; default models:/<name>@champion")
+    p.add_argument("--formats", nargs="+", choices=["zarr", "npz", "exr", "png16", "ply", "preview", "stereo"])
+    p.add_argument("--out", help="export folder (default export.out_dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing exports")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="the whole pipeline: ingest, train, evaluate, promote, export")
+    p.add_argument("inputs", nargs="+", help="videos, frame folders, folders of them, globs or .txt lists")
+    p.add_argument("--store-root", help="where stores go; default store.root")
+    p.add_argument("--dask", action="store_true", help="run per-video tasks on a local Dask cluster")
+    p.add_argument("--overwrite", action="store_true", help="replace existing exports")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on generated videos, offline")
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     p.add_argument("--videos", type=int, default=4)
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--size", type=_size, default=(192, 320))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -136,8 +136,10 @@ def promote(
                 f" ({best:.4g})",
                 str(current.version),
             )
-    client.set_registered_model_alias(model_name, CHAMPION, str(version))
     before = None if current is None else str(current.version)
+    if before == str(version):
+        return Promotion(True, f"version {version} is already {CHAMPION}", before)
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
     return Promotion(True, f"version {version} is now {CHAMPION}" + (f" (was v{before})" if before else ""), before)
 
 

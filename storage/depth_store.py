@@ -449,3 +449,14 @@ def _ranges(indices: Sequence[int]) -> str:
         else:
             runs.append([i, i])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def list_stores(root: str, kind: str = "teacher", storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """URIs of the `<name>.<kind>.zarr` stores directly under root, sorted (none if root does not exist)."""
+    if kind not in KINDS:
+        raise ValueError(f"store kind {kind!r} is not one of {KINDS}")
+    fs, path = uris.filesystem(str(root), dict(storage_options or {}))
+    if not fs.exists(path):
+        return []
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    return [uris.join(root, n) for n in names if n.endswith(f".{kind}.zarr")]

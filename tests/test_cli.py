@@ -9,7 +9,7 @@ import pytest
 
 from steadydepth.cli import build_parser, main
 
-SUBCOMMANDS = ["synth", "ingest", "demo"]
+SUBCOMMANDS = ["synth", "ingest", "train", "evaluate", "export", "run", "demo"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -1,0 +1,40 @@
+"""The export flow: refine with the champion (or a given model) and write the configured formats per video."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import one_line, status_table
+from flows.smoother import refine_flow, teacher_stores
+from steadydepth import tracking
+from steadydepth.config import Config
+from tasks.export import export_task
+
+
+@flow(name="export", log_prints=True)
+def export_flow(config: dict | None = None, model_ref: str | None = None, store_uris: list[str] | None = None) -> dict:
+    """Export every video. model_ref defaults to `models:/<model_name>@champion`; without a champion the
+    teacher depth is exported (and the flow says so)."""
+    cfg = Config.model_validate(config or {})
+    cfg_json = cfg.model_dump(mode="json")
+    teachers = teacher_stores(cfg, store_uris)
+    if model_ref is None and tracking.champion_version(cfg.orchestration.model_name) is not None:
+        model_ref = f"models:/{cfg.orchestration.model_name}@{tracking.CHAMPION}"
+    if model_ref is None:
+        print("export: no champion model in the registry yet; exporting the teacher depth")
+        pairs = [(t, t) for t in teachers]
+    else:
+        refined = refine_flow(model_ref, config, teachers)
+        pairs = [(r["uri"], r["teacher_uri"]) for r in refined["refined"]]
+    futures = {export_task.submit(depth_uri, teacher_uri, cfg_json): depth_uri for depth_uri, teacher_uri in pairs}
+    written, failures = {}, []
+    for future, uri in futures.items():
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            failures.append({"store": uri, "error": one_line(result)})
+            print(f"FAILED {uri}: {one_line(result)}")
+        else:
+            written[uri] = result
+    status_table("export-status", [{"store": u, "formats": ", ".join(sorted(r))} for u, r in written.items()],
+                 f"{len(written)} exported to {cfg.export.out_dir}")
+    return {"exports": written, "failures": failures, "model": model_ref or "teacher"}

@@ -1,0 +1,31 @@
+"""Prefect task: export one video's refined depth (formats, previews, stereo) from its stores."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from steadydepth.config import Config
+from steadydepth.export import export_from_config
+from tasks.cache import digest, store_identity
+from tasks.retry import retry_unless_bad_input
+
+
+def export_key(refined_uri: str, teacher_uri: str, cfg: Config) -> str:
+    so = cfg.store.storage_options
+    identities = store_identity(refined_uri, so), store_identity(teacher_uri, so)
+    return digest("export", *identities, cfg.section_hash("export"))
+
+
+@task(
+    name="export-video",
+    task_run_name="export {refined_uri}",
+    retries=1,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_key_fn=lambda _ctx, p: export_key(p["refined_uri"], p["teacher_uri"], Config.model_validate(p["config"])),
+    persist_result=True,
+)
+def export_task(refined_uri: str, teacher_uri: str, config: dict) -> dict:
+    """Write the configured export formats of one video; returns {format: [paths]}."""
+    cfg = Config.model_validate(config)
+    return export_from_config(cfg.export, refined_uri, teacher_uri, progress=False,
+                              storage_options=cfg.store.storage_options)

@@ -1,0 +1,83 @@
+"""Prefect tasks for the smoother: train (tracked in MLflow, model registered) and refine one store."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from prefect import task
+
+from smoother.checkpoint import load_smoother
+from smoother.model import ResidualSmoother
+from smoother.refine import model_hash, refine_store
+from smoother.train import train
+from steadydepth import tracking
+from steadydepth.config import Config
+from tasks.cache import digest, store_identity, stores_key
+from tasks.retry import retry_unless_bad_input
+
+TRAIN_SECTIONS = ("smoother", "train", "loss")
+
+
+def train_key(store_uris: list[str], cfg: Config) -> str:
+    """Training is determined by the teacher stores, the smoother/train/loss config and the code version."""
+    return stores_key("train", store_uris, cfg, TRAIN_SECTIONS)
+
+
+@task(
+    name="train-smoother",
+    retries=1,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_key_fn=lambda _ctx, p: train_key(p["store_uris"], Config.model_validate(p["config"])),
+    persist_result=True,
+)
+def train_task(store_uris: list[str], config: dict, dataset: str) -> dict:
+    """Train on the teacher stores, log the run to MLflow and register the model; resumes from its checkpoint."""
+    cfg = Config.model_validate(config)
+    out_dir = Path(cfg.orchestration.home) / "checkpoints" / train_key(store_uris, cfg)[:16]
+    with tracking.start_run(dataset, cfg, run_name="train-smoother") as run:
+        result = train(cfg, store_uris, str(out_dir), on_step=tracking.log_step)
+        model = load_smoother(result.checkpoint)
+        version = tracking.log_smoother(
+            model, cfg, model_name=cfg.orchestration.model_name, checkpoint=result.checkpoint
+        )
+    return {
+        "checkpoint": result.checkpoint,
+        "run_id": run.info.run_id,
+        "model_version": version,
+        "model_uri": f"models:/{cfg.orchestration.model_name}/{version}",
+        "losses": result.losses,
+        "seconds": result.seconds,
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(ref: str) -> ResidualSmoother:
+    """A smoother from a checkpoint path (*.pt) or an MLflow model URI (models:/name@champion, runs:/...)."""
+    model = load_smoother(ref) if ref.endswith(".pt") else tracking.load_model(ref)
+    return model.eval().requires_grad_(False)
+
+
+def refine_key(teacher_uri: str, model_ref: str, cfg: Config) -> str:
+    return digest("refine", store_identity(teacher_uri, cfg.store.storage_options), model_hash(load_model(model_ref)))
+
+
+@task(
+    name="refine-video",
+    task_run_name="refine {teacher_uri}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_bad_input,
+    cache_key_fn=lambda _ctx, p: refine_key(p["teacher_uri"], p["model_ref"], Config.model_validate(p["config"])),
+    persist_result=True,
+)
+def refine_task(teacher_uri: str, model_ref: str, config: dict) -> dict:
+    """Write the refined store next to a teacher store (streaming, resumable); returns a RefineResult dict."""
+    cfg = Config.model_validate(config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = refine_store(
+        teacher_uri, None, load_model(model_ref), device=device, storage_options=cfg.store.storage_options,
+        overwrite=True, model_id=model_ref,
+    )
+    return result.to_dict()
