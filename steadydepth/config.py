@@ -134,6 +134,7 @@ class TrainConfig(_Section):
         default=24, ge=4, description="random square crop of the model grid per window (CPU speed); None = full grid"
     )
     flip: bool = Field(default=True, description="random horizontal flips")
+    max_stride: int = Field(default=3, ge=1, le=8, description="random frame stride 1..max_stride (faster motion)")
     use_rgb: bool = Field(default=True, description="feed low-res RGB to the model and the motion cue when stored")
     use_confidence: bool = Field(default=True, description="use the teacher's confidence when stored")
     lr: float = Field(default=2e-3, gt=0)
@@ -215,13 +216,17 @@ class LossConfig(_Section):
     """Weights and thresholds of the self-supervised smoother losses (formulas in smoother/losses.py)."""
 
     anchor: float = Field(default=1.0, ge=0, description="confidence-weighted L1 to the teacher's log-depth")
-    temporal_static: float = Field(default=1.0, ge=0, description="frame-to-frame change on static pixels")
+    temporal_static: float = Field(default=2.0, ge=0, description="frame-to-frame change on static pixels")
     temporal_accel: float = Field(default=1.0, ge=0, description="second temporal difference (jitter)")
-    temporal_motion: float = Field(default=0.1, ge=0, description="moving pixels follow the frame-wide correction")
+    temporal_global: float = Field(
+        default=0.0, ge=0, description="second difference of the frame-wide change (off: lags under fast motion)"
+    )
+    temporal_motion: float = Field(default=1.0, ge=0, description="moving pixels follow the frame-wide correction")
     smoothness: float = Field(default=0.1, ge=0, description="edge-aware spatial smoothness of the residual")
     magnitude: float = Field(default=0.01, ge=0, description="L2 of the residual")
     motion_depth_tau: float = Field(default=0.05, gt=0, description="local |Δ log teacher| scale of the motion cue")
     motion_rgb_tau: float = Field(default=0.03, gt=0, description="|Δ RGB| scale of the motion cue (RGB in [0, 1])")
+    accel_rgb_tau: float = Field(default=0.1, gt=0, description="looser |Δ RGB| scale gating temporal_accel")
     edge_k: float = Field(default=10.0, ge=0, description="smoothness weight exp(-edge_k·|∇ log teacher|)")
     eps: float = Field(default=1e-3, gt=0, description="Charbonnier ε of the robust penalties (log-depth)")
 

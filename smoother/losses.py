@@ -1,0 +1,148 @@
+"""Self-supervised losses of the residual smoother: stay on the teacher, stop flickering.
+
+Everything is in log-depth. With ℓ = log D_teacher, r = ΔD the predicted residual and ℓ̂ = ℓ + r the refined
+log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier: ≈ |x| above ε, smooth at 0):
+
+    anchor          = mean_{t,p} c · ρ(r)                                    stay on the metric teacher
+    temporal_static = mean_{t,p} s_t · ρ(ℓ̂_t − ℓ̂_{t−1})                       static pixels do not change
+    temporal_accel  = mean_{t,p} a_t · ρ(ℓ̂_t − 2 ℓ̂_{t−1} + ℓ̂_{t−2})           no jitter, smooth motion is free
+    temporal_global = mean_t ρ(G_t − G_{t−1}),  G_t = Σ_p u_t Δℓ̂_t / Σ_p u_t      no frame-wide jitter, even in
+                                                                             fast motion (one number per frame:
+                                                                             cannot smear anything)
+    temporal_motion = mean_{t,p} (1 − s_t) · ρ(Δr_t − Σ_p s_t Δr_t / Σ_p s_t)   moving pixels get the same
+                                                                             frame-wide correction as static ones
+    smoothness      = mean_p e^{−k|∂x ℓ|} ρ(∂x r) + mean_p e^{−k|∂y ℓ|} ρ(∂y r)  residual smooth inside surfaces
+    magnitude       = mean_{t,p} r²
+    total           = Σ_i w_i · term_i                                       (weights from LossConfig)
+
+c is the teacher confidence (1 without one). The motion cue decides what is static between frames t−1, t:
+
+    m_t = Δℓ_t − median_p Δℓ_t        local depth change, the frame-wide (scale) jump removed: that jump is
+                                      exactly the teacher flicker we want to remove, so it must not count as motion
+    g_t = mean_rgb |RGB_t − RGB_{t−1}|  (0 without RGB)
+    s_t = exp(−(m_t/τ_d)² − (g_t/τ_rgb)²)   static weight in [0, 1]
+    u_t = exp(−(m_t/τ_d)²)                 surface weight: no local depth change (depth edges, objects out)
+    a_t = u_t · u_{t−1} · exp(−(g_t/τ_a)² − (g_{t−1}/τ_a)²)   accel weight: the RGB cue with a looser τ_a, so a
+                                             slowly moving camera is still de-jittered per pixel, while fast
+                                             motion (large flow: per-pixel filtering would lag and smear) is
+                                             left to temporal_global and temporal_motion
+
+The motion weights are computed from the inputs only (no gradient). Means run over all pixels of the valid
+frames/pairs/triples, so a term's scale does not depend on how many pixels are static. `frame_mask` (B, N)
+drops padded frames (short videos): a pair or triple counts only if all its frames are valid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from steadydepth.config import LossConfig
+
+TERMS = (
+    "anchor",
+    "temporal_static",
+    "temporal_accel",
+    "temporal_global",
+    "temporal_motion",
+    "smoothness",
+    "magnitude",
+)
+
+
+def charbonnier(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """ρ(x) = sqrt(x² + ε²) − ε: 0 at 0, ≈ |x| − ε for |x| ≫ ε, smooth gradient at 0."""
+    return torch.sqrt(x * x + eps * eps) - eps
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x (B, M, C, H, W) over entries whose mask (B, M) is set; 0 if none is."""
+    m = mask.to(x.dtype)[:, :, None, None, None].expand_as(x)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def motion_weights(
+    log_teacher: torch.Tensor, rgb: torch.Tensor | None, cfg: LossConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Static s and surface u weights (B, N−1, 1, H, W) of each pair (t−1, t), accel weights a (B, N−2, 1, H, W).
+
+    log_teacher (B, N, 1, H, W); rgb (B, N, 3, H, W) in [0, 1] or None. See the module docstring.
+    """
+    with torch.no_grad():
+        dlog = log_teacher[:, 1:] - log_teacher[:, :-1]  # (B, N−1, 1, H, W)
+        med = dlog.flatten(2).median(dim=2).values[:, :, None, None, None]  # frame-wide jump (B, N−1, 1, 1, 1)
+        depth_term = ((dlog - med) / cfg.motion_depth_tau) ** 2
+        if rgb is None:
+            drgb = torch.zeros_like(depth_term)
+        else:
+            drgb = (rgb[:, 1:] - rgb[:, :-1]).abs().mean(dim=2, keepdim=True)  # (B, N−1, 1, H, W)
+        static = torch.exp(-depth_term - (drgb / cfg.motion_rgb_tau) ** 2)
+        surface = torch.exp(-depth_term)
+        moving = depth_term + (drgb / cfg.accel_rgb_tau) ** 2
+        accel = torch.exp(-moving[:, 1:] - moving[:, :-1])
+    return static, surface, accel
+
+
+def smoother_losses(
+    residual: torch.Tensor,
+    teacher_depth: torch.Tensor,
+    cfg: LossConfig,
+    *,
+    confidence: torch.Tensor | None = None,
+    rgb: torch.Tensor | None = None,
+    frame_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Named loss terms (scalars, unweighted) plus "total" (weighted sum); formulas in the module docstring.
+
+    residual (B, N, 1, H, W) log-depth correction; teacher_depth (B, N, 1, H, W) metres > 0; confidence
+    (B, N, 1, H, W) in [0, 1]; rgb (B, N, 3, H, W) in [0, 1]; frame_mask (B, N) bool, False = padding.
+    Terms needing more frames than given (e.g. accel with N < 3) are 0.
+    """
+    b, n = residual.shape[:2]
+    residual = residual.float()  # losses in fp32 even under autocast
+    log_t = teacher_depth.float().clamp_min(1e-6).log()
+    log_r = log_t + residual
+    conf = torch.ones_like(residual) if confidence is None else confidence.float()
+    valid = torch.ones(b, n, dtype=torch.bool, device=residual.device) if frame_mask is None else frame_mask
+    rho = lambda x: charbonnier(x, cfg.eps)  # noqa: E731
+    zero = residual.sum() * 0.0  # keeps the graph and device for terms that do not apply
+    terms: dict[str, torch.Tensor] = {}
+
+    terms["anchor"] = _masked_mean(conf * rho(residual), valid)
+    terms["magnitude"] = _masked_mean(residual * residual, valid)
+
+    dx_r, dy_r = residual[..., :, 1:] - residual[..., :, :-1], residual[..., 1:, :] - residual[..., :-1, :]
+    wx = torch.exp(-cfg.edge_k * (log_t[..., :, 1:] - log_t[..., :, :-1]).abs())  # ≈0 across depth edges
+    wy = torch.exp(-cfg.edge_k * (log_t[..., 1:, :] - log_t[..., :-1, :]).abs())
+    smooth = zero
+    if dx_r.shape[-1]:
+        smooth = smooth + _masked_mean(wx * rho(dx_r), valid)
+    if dy_r.shape[-2]:
+        smooth = smooth + _masked_mean(wy * rho(dy_r), valid)
+    terms["smoothness"] = smooth
+
+    if n >= 2:
+        static, surface, accel_w = motion_weights(log_t, None if rgb is None else rgb.float(), cfg)
+        pair_ok = valid[:, 1:] & valid[:, :-1]  # (B, N−1)
+        d_ref = log_r[:, 1:] - log_r[:, :-1]  # (B, N−1, 1, H, W)
+        terms["temporal_static"] = _masked_mean(static * rho(d_ref), pair_ok)
+        # Moving pixels: their residual changes like the static pixels' (frame-wide de-jitter), nothing local.
+        d_res = residual[:, 1:] - residual[:, :-1]
+        w = static + 1e-3  # with no static pixel this falls back to the plain frame mean
+        frame_corr = (w * d_res).sum(dim=(2, 3, 4), keepdim=True) / w.sum(dim=(2, 3, 4), keepdim=True)
+        terms["temporal_motion"] = _masked_mean((1 - static) * rho(d_res - frame_corr), pair_ok)
+        if n >= 3:
+            triple_ok = pair_ok[:, 1:] & pair_ok[:, :-1]  # (B, N−2)
+            acc = log_r[:, 2:] - 2 * log_r[:, 1:-1] + log_r[:, :-2]
+            terms["temporal_accel"] = _masked_mean(accel_w * rho(acc), triple_ok)
+            u = surface + 1e-3
+            g = (u * d_ref).sum(dim=(2, 3, 4), keepdim=True) / u.sum(dim=(2, 3, 4), keepdim=True)  # (B, N−1, 1, 1, 1)
+            terms["temporal_global"] = _masked_mean(rho(g[:, 1:] - g[:, :-1]), triple_ok)
+        else:
+            terms["temporal_accel"] = terms["temporal_global"] = zero
+    else:
+        terms["temporal_static"] = terms["temporal_motion"] = terms["temporal_accel"] = zero
+        terms["temporal_global"] = zero
+
+    terms = {name: terms[name] for name in TERMS}
+    terms["total"] = sum(getattr(cfg, name) * value for name, value in terms.items())
+    return terms

@@ -1,0 +1,229 @@
+"""Self-supervised training of the residual smoother on teacher depth stores.
+
+    loss = anchor to the teacher + temporal stability (+ small regularisers), see smoother/losses.py
+
+Ground truth is never read (smoother/dataset.py reads depth, confidence and rgb only). AdamW with no weight
+decay on biases, norms and the SSM's `_no_weight_decay` parameters; linear warm-up then cosine decay to
+lr·min_lr_ratio; global grad-norm clipping; bf16 autocast on CUDA only. One checkpoint `<out_dir>/last.pt`,
+rewritten atomically every `checkpoint_every` steps and at the end, holds model, optimizer, scheduler, step,
+all RNG states, the sampler state and the config: resuming from it continues bit-for-bit (N steps + resume
+for N more gives the same weights as 2N straight, on the same device).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from smoother.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_smoother,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from smoother.dataset import TeacherWindows, WindowSampler
+from smoother.losses import smoother_losses
+from smoother.model import ResidualSmoother
+from steadydepth.config import Config
+from steadydepth.errors import InputError
+
+__all__ = ["TrainResult", "load_smoother", "param_groups", "train"]
+
+StepFn = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a `train` call did; plain data so orchestration can log it."""
+
+    checkpoint: str  # path of the final checkpoint
+    losses: dict[str, float]  # mean of each loss term over the last (up to) 20 steps
+    steps: int  # steps run in this call
+    step: int  # optimizer steps done in total (== cfg.train.steps once finished)
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: matrices/conv kernels decay; biases, norms (1-D) and `_no_weight_decay` params do not."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or getattr(p, "_no_weight_decay", False)
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine from 1 down to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: Config,
+    store_uris: list[str],
+    out_dir: str,
+    *,
+    resume: bool = True,
+    on_step: StepFn | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train the smoother on the teacher stores for cfg.train.steps optimizer steps; returns a TrainResult.
+
+    resume: continue from `<out_dir>/last.pt` if it exists (its smoother config must match cfg.smoother),
+    else start afresh (an existing checkpoint is overwritten). on_step(step, losses) is called after every
+    step with the loss terms, "lr" and "grad_norm" as floats (e.g. to log to MLflow). stop_after: stop once
+    this many steps are done in total, with a checkpoint, as if interrupted (the LR schedule still runs to
+    cfg.train.steps); None runs to the end.
+    """
+    t0 = time.perf_counter()
+    tc = cfg.train
+    device = _device(tc.device)
+    total = tc.steps
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+
+    _seed_everything(tc.seed)
+    model = ResidualSmoother(cfg.smoother).to(device)
+    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, warmup=tc.warmup_steps, total=total, min_ratio=tc.min_lr_ratio)
+    )
+    data = TeacherWindows(
+        store_uris,
+        long_edge=cfg.smoother.depth_long_edge,
+        use_rgb=tc.use_rgb,
+        use_confidence=tc.use_confidence,
+        cache_mb=tc.cache_mb,
+        storage_options=cfg.store.storage_options,
+    )
+    sampler = WindowSampler(
+        data,
+        window=tc.window,
+        batch_size=tc.batch_size,
+        seed=tc.seed,
+        crop_size=tc.crop_size,
+        flip=tc.flip,
+        max_stride=tc.max_stride,
+    )
+
+    step, recent = 0, deque(maxlen=20)
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        saved = Config.model_validate(ckpt["config"])
+        if saved.smoother != cfg.smoother:
+            raise InputError(
+                f"checkpoint {ckpt_path} was trained with another smoother config; "
+                "use another out_dir or pass resume=False"
+            )
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        step = int(ckpt["step"])
+        if ckpt["losses"]:
+            recent.append(ckpt["losses"])
+
+    def checkpoint() -> None:
+        means = _mean_losses(recent)
+        save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "config": cfg.model_dump(mode="json", exclude={"store": {"storage_options"}}),  # may hold secrets
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": rng_state(),
+                "sampler": sampler.state_dict(),
+                "losses": means,
+                "store_uris": list(store_uris),
+            },
+        )
+
+    end = total if stop_after is None else min(total, stop_after)
+    first = step
+    amp = tc.amp and device.type == "cuda"
+    model.train()
+    bar = tqdm(total=total, initial=step, disable=not tc.progress, desc="train smoother", unit="step")
+    threads = torch.get_num_threads()
+    if tc.num_threads is not None:
+        torch.set_num_threads(tc.num_threads)  # spinning OpenMP threads cost 10× on a shared CPU
+    try:
+        while step < end:
+            batch = sampler.sample().to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+                out = model(batch.depth, batch.confidence, batch.rgb)
+            losses = smoother_losses(
+                out.residual,
+                batch.depth,
+                cfg.loss,
+                confidence=batch.confidence,
+                rgb=batch.rgb,
+                frame_mask=batch.valid,
+            )
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            clip = tc.grad_clip if tc.grad_clip is not None else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sched.step()
+            step += 1
+
+            logs = {k: float(v.detach()) for k, v in losses.items()}
+            recent.append(logs)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['total']:.4g}")
+            if on_step is not None:
+                on_step(step, {**logs, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm)})
+            if step % tc.checkpoint_every == 0 and step < end:
+                checkpoint()
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+    if step > first or not ckpt_path.exists():
+        checkpoint()
+    return TrainResult(
+        checkpoint=str(ckpt_path),
+        losses=_mean_losses(recent),
+        steps=step - first,
+        step=step,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def _mean_losses(recent: deque) -> dict[str, float]:
+    if not recent:
+        return {}
+    return {k: float(np.mean([r[k] for r in recent])) for k in recent[-1]}

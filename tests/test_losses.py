@@ -1,0 +1,146 @@
+"""Each loss term on hand-made cases: zero where it must be, positive where it must bite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smoother.losses import TERMS, charbonnier, motion_weights, smoother_losses
+from smoother.model import ResidualSmoother
+from steadydepth.config import LossConfig, SmootherConfig
+
+CFG = LossConfig()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and much faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _scene(b=1, n=6, h=8, w=10) -> torch.Tensor:
+    """A static slanted wall with a near box: (B, N, 1, H, W) metres."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    d = 3.0 + 0.05 * xx + 0.02 * yy
+    d = torch.where((xx > 3) & (xx < 7) & (yy > 2) & (yy < 6), torch.tensor(1.0), d)
+    return d.expand(b, n, 1, h, w).clone()
+
+
+def _jitter(depth: torch.Tensor, std: float = 0.05, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return depth * torch.exp(std * torch.randn(*depth.shape[:2], 1, 1, 1, generator=g))
+
+
+def test_identity_has_zero_anchor_and_returns_all_terms():
+    depth = _jitter(_scene())
+    losses = smoother_losses(torch.zeros_like(depth), depth, CFG)
+    assert set(losses) == {*TERMS, "total"}
+    for name in ("anchor", "magnitude", "smoothness", "temporal_motion"):
+        assert losses[name].item() == 0.0, name
+    assert losses["temporal_static"] > 0 and losses["temporal_accel"] > 0  # the teacher flickers
+
+
+def test_anchor_is_confidence_weighted_l1():
+    depth = _scene()
+    residual = torch.full_like(depth, 0.1)
+    full = smoother_losses(residual, depth, CFG)["anchor"]
+    assert full.item() == pytest.approx(charbonnier(torch.tensor(0.1), CFG.eps).item(), rel=1e-6)
+    half = smoother_losses(residual, depth, CFG, confidence=torch.full_like(depth, 0.5))["anchor"]
+    assert half.item() == pytest.approx(full.item() / 2, rel=1e-6)
+    assert smoother_losses(-residual, depth, CFG)["anchor"].item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_temporal_static_zero_for_constant_positive_for_jitter():
+    const = _scene()
+    assert smoother_losses(torch.zeros_like(const), const, CFG)["temporal_static"].item() == 0.0
+    jit = _jitter(const)
+    loss = smoother_losses(torch.zeros_like(jit), jit, CFG)["temporal_static"]
+    assert loss.item() > 0.02  # ≈ mean |Δ scale| of a 5 % jitter
+    # removing the jitter with the residual (what the smoother should learn) brings it back to 0
+    fixed = smoother_losses((const / jit).log(), jit, CFG)["temporal_static"]
+    assert fixed.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_accel_ignores_constant_velocity_but_not_jitter():
+    depth = _scene(n=8)
+    ramp = depth * torch.exp(0.02 * torch.arange(8.0))[None, :, None, None, None]  # smooth dolly: log-linear
+    assert smoother_losses(torch.zeros_like(ramp), ramp, CFG)["temporal_accel"].item() == pytest.approx(0, abs=1e-6)
+    assert smoother_losses(torch.zeros_like(ramp), _jitter(ramp), CFG)["temporal_accel"] > 0.02
+
+
+def test_motion_cue_marks_moving_pixels_not_global_jumps():
+    depth = _jitter(_scene(n=4), std=0.1)
+    rgb = torch.rand(1, 1, 3, 8, 10).expand(1, 4, 3, 8, 10).clone()
+    depth[:, 2:, :, 0:3, 0:3] *= 2.0  # an object appears in the corner at frame 2
+    rgb[:, 3:, :, 6:, 6:] += 0.05  # slow colour change (slow camera motion) in another corner at frame 3
+    rgb[:, 3:, :, :2, 6:] = 1 - rgb[:, 3:, :, :2, 6:]  # fast colour change (large flow) in a third corner
+    static, surface, accel = motion_weights(depth.log(), rgb, CFG)
+    assert static.shape == surface.shape == (1, 3, 1, 8, 10) and accel.shape == (1, 2, 1, 8, 10)
+    assert static[0, 0].min() > 0.99 and surface.min() < 0.01  # a global 10 % jump is flicker, not motion
+    assert static[0, 1, 0, :3, :3].max() < 0.01 and static[0, 1, 0, 4:, :6].min() > 0.99
+    assert static[0, 2, 0, 6:, 6:].max() < 0.1 and static[0, 2, 0, :2, 6:].max() < 0.01
+    assert accel[0, :, 0, :3, :3].max() < 0.01  # depth edge crossing: no accel penalty
+    assert accel[0, 1, 0, 6:, 6:].min() > 0.7  # slow motion: per-pixel de-jitter stays on
+    assert accel[0, 1, 0, :2, 6:].max() < 0.01  # fast motion: left to the global term
+
+
+def test_temporal_global_penalises_frame_wide_jitter_only():
+    depth = _scene(n=8)
+    ramp = depth * torch.exp(0.03 * torch.arange(8.0))[None, :, None, None, None]  # smooth dolly
+    ramp[:, 4:, :, :3, :3] *= 1.5  # an object appears: a local change, not a frame-wide one
+    assert smoother_losses(torch.zeros_like(ramp), ramp, CFG)["temporal_global"].item() == pytest.approx(0, abs=1e-5)
+    jit = _jitter(ramp)
+    assert smoother_losses(torch.zeros_like(jit), jit, CFG)["temporal_global"] > 0.02
+    fixed = smoother_losses((ramp / jit).log(), jit, CFG)["temporal_global"]  # the ideal de-jitter
+    assert fixed.item() == pytest.approx(0, abs=1e-5)
+
+
+def test_smoothness_zero_for_constant_residual_and_edge_aware():
+    depth = _scene()
+    assert smoother_losses(torch.full_like(depth, 0.3), depth, CFG)["smoothness"].item() == 0.0
+    # a residual step exactly along the box edge costs less than the same step inside the wall
+    yy, xx = torch.meshgrid(torch.arange(8), torch.arange(10), indexing="ij")
+    on_edge = ((xx > 3) & (xx < 7) & (yy > 2) & (yy < 6)).float().expand_as(depth) * 0.1
+    off_edge = (xx > 7).float().expand_as(depth) * 0.1
+    edge = smoother_losses(on_edge, depth, CFG)["smoothness"]
+    flat = smoother_losses(off_edge, depth, CFG)["smoothness"]
+    assert 0 < edge < 0.2 * flat
+
+
+def test_temporal_motion_only_penalises_local_residual_changes():
+    depth = _scene(n=4)
+    depth[:, 2:, :, :3, :3] *= 2.0  # motion in one corner
+    g = torch.Generator().manual_seed(0)
+    global_fix = 0.05 * torch.randn(1, 4, 1, 1, 1, generator=g).expand_as(depth).clone()
+    assert smoother_losses(global_fix, depth, CFG)["temporal_motion"].item() == pytest.approx(0, abs=1e-6)
+    local = global_fix.clone()
+    local[:, 2, :, :3, :3] += 0.2  # smears the moving object
+    assert smoother_losses(local, depth, CFG)["temporal_motion"] > 1e-3
+
+
+def test_frame_mask_drops_padding_and_total_is_weighted_sum():
+    depth = _jitter(_scene(n=6))
+    padded = torch.cat([depth[:, :4], depth[:, 3:4].expand(1, 2, 1, 8, 10) * 3.0], dim=1)  # junk padding
+    mask = torch.tensor([[True] * 4 + [False] * 2])
+    res = 0.01 * torch.ones_like(padded)
+    a = smoother_losses(res, padded, CFG, frame_mask=mask)
+    b = smoother_losses(res[:, :4], depth[:, :4], CFG)
+    for name in TERMS:
+        assert a[name].item() == pytest.approx(b[name].item(), rel=1e-5, abs=1e-7), name
+    total = sum(getattr(CFG, name) * a[name] for name in TERMS)
+    assert a["total"].item() == pytest.approx(total.item(), rel=1e-6)
+    assert smoother_losses(res[:, :1], depth[:, :1], CFG)["temporal_accel"].item() == 0.0  # too few frames
+
+
+def test_zero_init_model_gives_zero_anchor_and_gradients_flow():
+    torch.manual_seed(0)
+    model = ResidualSmoother(SmootherConfig(d_model=16, headdim=8, chunk_size=4))
+    depth = _jitter(_scene(b=2, n=6))
+    out = model(depth)
+    losses = smoother_losses(out.residual, depth, CFG)
+    assert losses["anchor"].item() == 0.0
+    losses["total"].backward()
+    assert model.head.weight.grad.abs().sum() > 0  # the temporal terms pull the head off zero

@@ -1,0 +1,124 @@
+"""Training: overfits one window, exact resume (stop or crash), GT never used, checkpoint round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_dataset import make_teacher_store
+
+from smoother.checkpoint import load_checkpoint
+from smoother.model import ResidualSmoother
+from smoother.train import load_smoother, lr_lambda, param_groups, train
+from steadydepth.config import Config, LossConfig, SmootherConfig, TrainConfig
+from steadydepth.errors import InputError
+
+TINY = SmootherConfig(d_model=16, n_layers=1, headdim=8, chunk_size=4, depth_long_edge=16)  # grid 10×16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and much faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(**train) -> Config:
+    tc = {"steps": 6, "window": 8, "batch_size": 2, "crop_size": 8, "checkpoint_every": 3, "progress": False}
+    return Config(smoother=TINY, train=TrainConfig(**{**tc, **train}))
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_overfits_one_window(tmp_path):
+    """Anchor + static-temporal on one jittered static window: the loss falls by ≥ 5× within 100 steps."""
+    uri = make_teacher_store(tmp_path / "v.teacher.zarr", num_frames=12, jitter=0.05)
+    loss = LossConfig(anchor=0.1, temporal_static=1.0, temporal_accel=0, temporal_motion=0, smoothness=0, magnitude=0)
+    cfg = _cfg(steps=100, window=12, batch_size=1, crop_size=None, flip=False, lr=1e-2, warmup_steps=5)
+    cfg = cfg.model_copy(update={"loss": loss})
+    history = []
+    train(cfg, [uri], str(tmp_path / "run"), on_step=lambda step, losses: history.append(losses["total"]))
+    assert len(history) == 100
+    first, last = history[0], min(history[-10:])
+    assert last < first / 5, (first, last)
+
+
+def test_exact_resume_after_stop_and_after_crash(tmp_path):
+    uris = [
+        make_teacher_store(tmp_path / "a.teacher.zarr", num_frames=14, seed=0),
+        make_teacher_store(tmp_path / "b.teacher.zarr", num_frames=10, height=20, width=20, seed=1),
+    ]
+    cfg = _cfg()
+    straight = train(cfg, uris, str(tmp_path / "straight"))
+    assert straight.steps == 6 and straight.step == 6
+
+    first = train(cfg, uris, str(tmp_path / "stopped"), stop_after=3)
+    assert first.step == 3
+    second = train(cfg, uris, str(tmp_path / "stopped"))
+    assert second.steps == 3 and second.step == 6
+    _assert_same(_weights(straight.checkpoint), _weights(second.checkpoint))
+
+    def crash(step, losses):
+        if step == 5:  # after the step-3 checkpoint: steps 4 and 5 are lost and redone
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, uris, str(tmp_path / "crashed"), on_step=crash)
+    assert load_checkpoint(tmp_path / "crashed" / "last.pt")["step"] == 3
+    resumed = train(cfg, uris, str(tmp_path / "crashed"))
+    assert resumed.steps == 3
+    _assert_same(_weights(straight.checkpoint), _weights(resumed.checkpoint))
+
+    # a finished run resumes to a no-op; another smoother config is refused
+    assert train(cfg, uris, str(tmp_path / "straight")).steps == 0
+    other = cfg.model_copy(update={"smoother": TINY.model_copy(update={"d_model": 24})})
+    with pytest.raises(InputError, match="another smoother config"):
+        train(other, uris, str(tmp_path / "straight"))
+
+
+def test_ground_truth_is_never_used(tmp_path):
+    runs = []
+    for gt in ("good", "nan", "garbage", None):
+        uri = make_teacher_store(tmp_path / f"{gt}.teacher.zarr", num_frames=12, gt=gt)
+        runs.append(train(_cfg(steps=3), [uri], str(tmp_path / f"run-{gt}")))
+    for run in runs[1:]:
+        _assert_same(_weights(runs[0].checkpoint), _weights(run.checkpoint))
+
+
+def test_checkpoint_round_trip_and_result(tmp_path):
+    uri = make_teacher_store(tmp_path / "v.teacher.zarr", num_frames=12)
+    seen = []
+    result = train(_cfg(steps=4), [uri], str(tmp_path / "run"), on_step=lambda s, losses: seen.append((s, losses)))
+    assert [s for s, _ in seen] == [1, 2, 3, 4]
+    assert {"total", "anchor", "temporal_static", "lr", "grad_norm"} <= set(seen[0][1])
+    assert set(result.losses) >= {"total", "anchor"} and result.seconds > 0
+    ckpt = load_checkpoint(result.checkpoint)
+    assert {"model", "optimizer", "scheduler", "rng", "sampler", "config", "step"} <= set(ckpt)
+    assert not list((tmp_path / "run").glob("*.tmp"))  # atomic write left no temporary file
+    model = load_smoother(result.checkpoint)
+    assert isinstance(model, ResidualSmoother) and not model.training and model.cfg == TINY
+    _assert_same(model.state_dict(), ckpt["model"])
+    with pytest.raises(InputError):
+        load_smoother(tmp_path / "missing.pt")
+
+
+def test_param_groups_and_schedule():
+    model = ResidualSmoother(TINY)
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert any(n.endswith("A_log") for n in no_decay_names) and any(n.endswith(".bias") for n in no_decay_names)
+    assert any("norm" in n for n in no_decay_names)
+    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    lrs = [lr_lambda(s, warmup=10, total=100, min_ratio=0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[50] < lrs[10] and lrs[-1] == pytest.approx(0.1, abs=1e-3)
