@@ -73,7 +73,9 @@ def test_accel_ignores_constant_velocity_but_not_jitter():
 
 def test_motion_cue_marks_moving_pixels_not_global_jumps():
     depth = _jitter(_scene(n=4), std=0.1)
-    rgb = torch.rand(1, 1, 3, 8, 10).expand(1, 4, 3, 8, 10).clone()
+    # colours in [0, 0.4] so that `1 - rgb` below is a large change at every pixel (seeded: no flakiness)
+    rgb = 0.4 * torch.rand(1, 1, 3, 8, 10, generator=torch.Generator().manual_seed(0))
+    rgb = rgb.expand(1, 4, 3, 8, 10).clone()
     depth[:, 2:, :, 0:3, 0:3] *= 2.0  # an object appears in the corner at frame 2
     rgb[:, 3:, :, 6:, 6:] += 0.05  # slow colour change (slow camera motion) in another corner at frame 3
     rgb[:, 3:, :, :2, 6:] = 1 - rgb[:, 3:, :, :2, 6:]  # fast colour change (large flow) in a third corner
