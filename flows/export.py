@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 
 from flows.common import one_line, status_table
 from flows.smoother import refine_flow, teacher_stores
@@ -35,6 +38,12 @@ def export_flow(config: dict | None = None, model_ref: str | None = None, store_
             print(f"FAILED {uri}: {one_line(result)}")
         else:
             written[uri] = result
+    previews = [p for r in written.values() for p in r.get("preview", []) if p.endswith(".png")]
+    if previews:  # links the UI shows next to the run (file:// on one machine, object URLs on shared storage)
+        links = "\n".join(f"- [{Path(p).parent.parent.name}/{Path(p).name}]({Path(p).resolve().as_uri()})"
+                          for p in previews)
+        create_markdown_artifact(key="export-previews", markdown=f"# Previews\n\n{links}\n",
+                                 description="preview images of the exported videos")
     status_table("export-status", [{"store": u, "formats": ", ".join(sorted(r))} for u, r in written.items()],
                  f"{len(written)} exported to {cfg.export.out_dir}")
     return {"exports": written, "failures": failures, "model": model_ref or "teacher"}

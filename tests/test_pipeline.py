@@ -26,7 +26,7 @@ def _cfg(tmp_path, **extra):
         "store.root": str(tmp_path / "stores"), "teacher.backend": "synthetic", "store.chunk_frames": 8,
         "orchestration.home": str(tmp_path / "home"), "orchestration.model_name": "pipeline-test",
         "train.steps": 4, "train.batch_size": 2, "train.window": 8, "train.progress": False,
-        "export.out_dir": str(tmp_path / "exports"), "export.formats": ["npz", "png16"],
+        "export.out_dir": str(tmp_path / "exports"), "export.formats": ["npz", "png16", "preview"],
     }
     overrides.update(extra)
     return load_config(overrides=overrides)
@@ -61,9 +61,12 @@ def test_pipeline_tracks_gates_promotes_exports_and_reruns_cached(tmp_path, pref
     assert time.perf_counter() - t0 < 0.5 * first_seconds
 
     # A gate the model can pass: it becomes champion and export uses it.
+    # (the teacher export of the first run is replaced only because overwrite is asked for, like --overwrite)
     lenient = _cfg(tmp_path, **{"evaluate.min_flicker_reduction": 0.0, "evaluate.absrel_tolerance": 1.0,
-                               "evaluate.delta1_tolerance": 1.0})
+                               "evaluate.delta1_tolerance": 1.0, "export.overwrite": True})
     second = pipeline_flow([str(videos)], lenient.model_dump(mode="json"))
     assert second["evaluation"]["gate_passed"] and second["evaluation"]["promotion"]["promoted"]
     assert str(tracking.champion_version("pipeline-test").version) == second["train"]["model_version"]
-    assert second["export"]["model"] == "models:/pipeline-test@champion"
+    assert second["export"]["model"] == "models:/pipeline-test@champion" and not second["export"]["failures"]
+    previews = [p for r in second["export"]["exports"].values() for p in r["preview"]]
+    assert any(p.endswith("side_by_side.mp4") for p in previews) and any(p.endswith(".png") for p in previews)
