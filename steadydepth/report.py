@@ -62,12 +62,12 @@ def fmt(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def _json_safe(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """NaN/inf -> null (strict JSON); numpy scalars -> Python."""
     if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -97,7 +97,7 @@ def write_metrics_json(report: EvaluationReport, cfg: EvaluateConfig) -> None:
         "baseline_gates": {m: _gate_dict(g) for m, g in report.baseline_gates.items()},
         "plots": report.plot_paths,
     }
-    Path(report.metrics_path).write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+    Path(report.metrics_path).write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
 
 
 def _metrics_present(tables: list[Mapping[str, Mapping[str, float]]]) -> list[str]:
