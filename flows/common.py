@@ -16,6 +16,22 @@ def one_line(exc: BaseException | object) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def gather(futures: dict[Any, str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Wait for {future: store URI}; return ({uri: result} of the successes, [{"store", "error"}] of the rest).
+
+    A failed task is reported, never raised: one bad video must not sink the others.
+    """
+    results, failures = {}, []
+    for future, uri in futures.items():
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            failures.append({"store": uri, "error": one_line(result)})
+            print(f"FAILED {uri}: {one_line(result)}")
+        else:
+            results[uri] = result
+    return results, failures
+
+
 def task_runner(cfg: Config, dask: bool = False, dask_workers: int = 2):
     """Threads on one machine by default; a local Dask cluster of worker processes with `dask`.
 

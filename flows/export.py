@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import one_line, status_table
+from flows.common import gather, status_table
 from flows.smoother import refine_flow, teacher_stores
 from steadydepth import tracking
 from steadydepth.config import Config
@@ -30,14 +30,7 @@ def export_flow(config: dict | None = None, model_ref: str | None = None, store_
         refined = refine_flow(model_ref, config, teachers)
         pairs = [(r["uri"], r["teacher_uri"]) for r in refined["refined"]]
     futures = {export_task.submit(depth_uri, teacher_uri, cfg_json): depth_uri for depth_uri, teacher_uri in pairs}
-    written, failures = {}, []
-    for future, uri in futures.items():
-        result = future.result(raise_on_failure=False)
-        if isinstance(result, BaseException):
-            failures.append({"store": uri, "error": one_line(result)})
-            print(f"FAILED {uri}: {one_line(result)}")
-        else:
-            written[uri] = result
+    written, failures = gather(futures)
     previews = [p for r in written.values() for p in r.get("preview", []) if p.endswith(".png")]
     if previews:  # links the UI shows next to the run (file:// on one machine, object URLs on shared storage)
         links = "\n".join(f"- [{Path(p).parent.parent.name}/{Path(p).name}]({Path(p).resolve().as_uri()})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import one_line, status_table, task_runner
+from flows.common import gather, status_table, task_runner
 from steadydepth.config import Config
 from steadydepth.errors import InputError
 from storage.depth_store import list_stores
@@ -36,14 +36,8 @@ def refine_flow(model_ref: str, config: dict | None = None, store_uris: list[str
     cfg = Config.model_validate(config or {})
     cfg_json = cfg.model_dump(mode="json")
     futures = {refine_task.submit(uri, model_ref, cfg_json): uri for uri in teacher_stores(cfg, store_uris)}
-    refined, failures = [], []
-    for future, uri in futures.items():
-        result = future.result(raise_on_failure=False)
-        if isinstance(result, BaseException):
-            failures.append({"store": uri, "error": one_line(result)})
-            print(f"FAILED {uri}: {one_line(result)}")
-        else:
-            refined.append(result)
+    done, failures = gather(futures)
+    refined = list(done.values())
     status_table("refine-status", [{"teacher": r["teacher_uri"], "refined": r["uri"], "frames": r["num_frames"],
                                     "seconds": r["seconds"]} for r in refined], f"{len(refined)} refined")
     return {"refined": refined, "failures": failures}

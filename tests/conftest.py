@@ -24,3 +24,16 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=300):
         yield
+
+
+@pytest.fixture
+def mlflow_sqlite(tmp_path, monkeypatch):
+    """MLflow on a fresh SQLite file with artifacts under tmp_path (what the embedded default does)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("STEADYDEPTH_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)

@@ -5,20 +5,9 @@ from __future__ import annotations
 import time
 
 import mlflow
-import pytest
 
 from steadydepth import tracking
 from steadydepth.config import load_config
-
-
-@pytest.fixture
-def mlflow_home(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("STEADYDEPTH_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
 
 
 def _cfg(tmp_path, **extra):
@@ -32,7 +21,7 @@ def _cfg(tmp_path, **extra):
     return load_config(overrides=overrides)
 
 
-def test_pipeline_tracks_gates_promotes_exports_and_reruns_cached(tmp_path, prefect_server, mlflow_home):
+def test_pipeline_tracks_gates_promotes_exports_and_reruns_cached(tmp_path, prefect_server, mlflow_sqlite):
     from flows.pipeline import pipeline_flow
     from steadydepth.synth.generate import generate_benchmark
 

@@ -12,16 +12,6 @@ from steadydepth.config import load_config
 from steadydepth.errors import InputError
 
 
-@pytest.fixture
-def mlflow_sqlite(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("STEADYDEPTH_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
-
-
 def _train_and_register(cfg, eval_value: float, seed: int) -> str:
     torch.manual_seed(seed)
     model = ResidualSmoother(cfg.smoother)
