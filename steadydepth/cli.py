@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--size", type=_size, default=(192, 320))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
+    p.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
