@@ -12,14 +12,7 @@ from smoother.dataset import TeacherWindows, WindowSampler
 from smoother.grid import downsample_depth, model_grid_size
 from storage.depth_store import DepthStore
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_teacher_store(

@@ -12,13 +12,7 @@ from steadydepth.config import LossConfig, SmootherConfig
 CFG = LossConfig()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scene(b=1, n=6, h=8, w=10) -> torch.Tensor:

@@ -15,13 +15,7 @@ from steadydepth.errors import InputError
 TINY = SmootherConfig(d_model=16, n_layers=1, headdim=8, chunk_size=4, depth_long_edge=16)  # grid 10×16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**train) -> Config:
