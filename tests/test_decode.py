@@ -284,3 +284,19 @@ def test_source_name_matches_the_opened_name(tmp_path):
     folder = make_frame_folder(tmp_path / "scene.v2", num_frames=2)
     for path in (video, folder):
         assert source_name(path) == open_source(path).info.name
+
+
+def test_source_bytes_are_hashed_once_until_the_file_changes(tmp_path: Path, monkeypatch) -> None:
+    import steadydepth.video.common as common
+
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"frame bytes" * 1000)
+    reads = []
+    real = common.sha256_update
+    monkeypatch.setattr(common, "sha256_update", lambda d, f: (reads.append(1), real(d, f))[1])
+    first = common.sha256_files([str(path)])
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert common.sha256_files([str(path)]) == first and len(reads) == 1  # the cache key and the ingest: one read
+    path.write_bytes(b"other bytes" * 1001)  # rewritten: new size and mtime, so hashed again
+    assert common.sha256_files([str(path)]) == hashlib.sha256(path.read_bytes()).hexdigest() != first
+    assert len(reads) == 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import os
 import re
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -45,9 +47,23 @@ def sha256_update(digest: hashlib._Hash, fileobj: BinaryIO) -> None:
 
 
 def sha256_files(paths: Iterable[str]) -> str:
-    """Hex sha256 over the bytes of local files, concatenated in the given order."""
-    digest = hashlib.sha256()
+    """Hex sha256 over the bytes of local files, concatenated in the given order.
+
+    Memoised per process on every file's (path, size, mtime): a source is hashed by both the ingest cache key
+    and the ingest itself, and videos are large, so the bytes are read once per run. A rewritten file has a
+    new mtime or size and is hashed again.
+    """
+    stats = []
     for path in paths:
+        st = os.stat(path)
+        stats.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
+    return _sha256_stats(tuple(stats))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_stats(stats: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for path, _, _ in stats:
         with open(path, "rb") as f:
             sha256_update(digest, f)
     return digest.hexdigest()

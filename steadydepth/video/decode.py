@@ -26,7 +26,7 @@ import numpy as np
 
 from steadydepth.config import DecodeConfig
 from steadydepth.errors import StoreError, VideoDecodeError
-from steadydepth.video.common import effective_stride, safe_name, select_indices, sha256_update
+from steadydepth.video.common import effective_stride, safe_name, select_indices, sha256_files, sha256_update
 from steadydepth.video.geometry import Geometry, intrinsics_from_config, plan_geometry
 from steadydepth.video.types import Frame, VideoInfo
 from storage import uri as uris
@@ -79,8 +79,10 @@ def _check_exists(source: str) -> None:
 
 
 def _hash_file(source: str) -> str:
+    if not uris.is_url(source):
+        return sha256_files([source])  # memoised: the cache key and the ingest both ask
     digest = hashlib.sha256()
-    with fsspec.open(source, "rb") if uris.is_url(source) else open(source, "rb") as f:
+    with fsspec.open(source, "rb") as f:
         sha256_update(digest, f)
     return digest.hexdigest()
 
