@@ -11,7 +11,11 @@ Sampling (deterministic for a seed; the whole sampler state is one numpy Generat
      smoothness loss need spatial neighbours (scattered pixels would not do);
   4. optional augmentations: horizontal flip, and a random frame stride in 1..max_stride (every s-th frame:
      faster apparent motion, so the model also learns to back off where large motion makes per-pixel
-     filtering smear). The stride is capped so the window fits the video.
+     filtering smear). The stride is capped so the window fits the video;
+  5. optional burn-in: each batch draws k in 0..burn_in and prepends k context frames to every window
+     (`Batch.context`), capped so that context + window fits the batch's shortest video. The trainer runs
+     the model over them without gradients and starts the window from that state, so training sees the
+     states of a long streaming run (inference carries state over the whole video), not only a fresh one.
 Videos shorter than the window are padded by repeating their last frame; `Batch.valid` marks real frames
 (the model is causal, so padding at the end never changes the outputs of real frames).
 
@@ -46,11 +50,31 @@ class Batch:
     store_index: list[int]  # which store each item came from
     start: list[int]  # first frame of each item
     stride: list[int]  # frame stride of each item
+    context: int = 0  # the first `context` frames are burn-in (no loss), the rest is the training window
 
     def to(self, device: torch.device | str) -> Batch:
         rgb = None if self.rgb is None else self.rgb.to(device)
         d, c, v = self.depth.to(device), self.confidence.to(device), self.valid.to(device)
-        return Batch(d, c, rgb, v, self.store_index, self.start, self.stride)
+        return Batch(d, c, rgb, v, self.store_index, self.start, self.stride, self.context)
+
+    def split(self) -> tuple[Batch | None, Batch]:
+        """(burn-in frames or None, training window): both Batches cut along time at `context`."""
+        if self.context == 0:
+            return None, self
+
+        def cut(sl: slice) -> Batch:
+            rgb = None if self.rgb is None else self.rgb[:, sl]
+            return Batch(
+                self.depth[:, sl],
+                self.confidence[:, sl],
+                rgb,
+                self.valid[:, sl],
+                self.store_index,
+                self.start,
+                self.stride,
+            )
+
+        return cut(slice(0, self.context)), cut(slice(self.context, None))
 
 
 class _LowResCache:
@@ -141,9 +165,10 @@ class WindowSampler:
         crop_size: int | None = None,
         flip: bool = True,
         max_stride: int = 1,
+        burn_in: int = 0,
     ):
         self.data, self.window, self.batch_size = data, window, batch_size
-        self.crop_size, self.flip, self.max_stride = crop_size, flip, max_stride
+        self.crop_size, self.flip, self.max_stride, self.burn_in = crop_size, flip, max_stride, burn_in
         self.rng = np.random.default_rng(seed)
         starts = np.array([max(1, data.num_frames(i) - window + 1) for i in range(len(data))], dtype=np.float64)
         self.store_p = starts / starts.sum()  # every window start of the dataset equally likely
@@ -155,11 +180,19 @@ class WindowSampler:
         self.rng.bit_generator.state = dict(state["rng"])
 
     def sample(self) -> Batch:
-        """Next batch: depth/confidence (B, N, 1, h, w), rgb (B, N, 3, h, w) or None, valid (B, N)."""
-        rng, n = self.rng, self.window
-        items, idx, starts, strides = [], [], [], []
-        for _ in range(self.batch_size):
-            i = int(rng.choice(len(self.data), p=self.store_p))
+        """Next batch: depth/confidence (B, N, 1, h, w), rgb (B, N, 3, h, w) or None, valid (B, N).
+
+        N = context + window, where context (0..burn_in) is drawn once per batch.
+        """
+        rng = self.rng
+        idx = [int(rng.choice(len(self.data), p=self.store_p)) for _ in range(self.batch_size)]
+        context = 0
+        if self.burn_in:
+            shortest = min(self.data.num_frames(i) for i in idx)
+            context = min(int(rng.integers(0, self.burn_in + 1)), max(0, shortest - self.window))
+        n = context + self.window
+        items, starts, strides = [], [], []
+        for i in idx:
             t = self.data.num_frames(i)
             length = min(n, t)
             stride = int(rng.integers(1, self.max_stride + 1))
@@ -167,7 +200,6 @@ class WindowSampler:
             span = (length - 1) * stride + 1
             start = int(rng.integers(0, t - span + 1))
             items.append(self.data.read_window(i, start, start + span)[::stride])  # (length, 5, h_i, w_i)
-            idx.append(i)
             starts.append(start)
             strides.append(stride)
         ch = min(min(x.shape[-2] for x in items), self.crop_size or 1 << 30)
@@ -185,4 +217,5 @@ class WindowSampler:
             out[b, length:] = x[-1:]  # pad short videos with their last frame
             valid[b, :length] = True
         rgb = out[:, :, 2:5].contiguous() if self.data.use_rgb else None
-        return Batch(out[:, :, 0:1].contiguous(), out[:, :, 1:2].contiguous(), rgb, valid, idx, starts, strides)
+        depth, conf = out[:, :, 0:1].contiguous(), out[:, :, 1:2].contiguous()
+        return Batch(depth, conf, rgb, valid, idx, starts, strides, context)

@@ -10,6 +10,8 @@ log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier
                                                                              per frame; off by default, below)
     temporal_motion = mean_{t,p} (1 − s_t) · ρ(Δr_t − Σ_p s_t Δr_t / Σ_p s_t)   moving pixels get the same
                                                                              frame-wide correction as static ones
+    temporal_long   = mean_{t,p} S_t · ρ(ℓ̂_t − ℓ̂_{t−k}),  S_t = Π_{j=t−k+1..t} s_j   no slow drift on pixels
+                                                                             static over k = long_span frames
     smoothness      = mean_p e^{−k|∂x ℓ|} ρ(∂x r) + mean_p e^{−k|∂y ℓ|} ρ(∂y r)  residual smooth inside surfaces
     magnitude       = mean_{t,p} r²
     total           = Σ_i w_i · term_i                                       (weights from LossConfig)
@@ -32,9 +34,15 @@ is zero-mean, so smoothing that does not lag also lowers AbsRel; anchor 2 gave l
 is off because under fast camera motion the frame-wide change is not smooth and the term made the model lag
 (fast-motion video: AbsRel 0.062 → 0.086); temporal_motion 1 (vs 0.1) keeps moving content from smearing.
 
+temporal_long exists because frame-to-frame terms barely see slow drift (≈ 0.002 log-units per frame is about
+ε): over k frames it adds up to a change the penalty counts. It needs long sequences, which burn-in gives:
+
 The motion weights are computed from the inputs only (no gradient). Means run over all pixels of the valid
 frames/pairs/triples, so a term's scale does not depend on how many pixels are static. `frame_mask` (B, N)
-drops padded frames (short videos): a pair or triple counts only if all its frames are valid.
+drops padded frames (short videos): a pair or triple counts only if all its frames are valid. `first` marks
+the first `first` frames as context (burn-in, detached residual): they get no per-frame terms, and a pair,
+triple or span counts only if it ends at frame `first` or later, so the window's first frames are still held
+to the context they continue.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ TERMS = (
     "temporal_accel",
     "temporal_global",
     "temporal_motion",
+    "temporal_long",
     "smoothness",
     "magnitude",
 )
@@ -95,12 +104,14 @@ def smoother_losses(
     confidence: torch.Tensor | None = None,
     rgb: torch.Tensor | None = None,
     frame_mask: torch.Tensor | None = None,
+    first: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Named loss terms (scalars, unweighted) plus "total" (weighted sum); formulas in the module docstring.
 
     residual (B, N, 1, H, W) log-depth correction; teacher_depth (B, N, 1, H, W) metres > 0; confidence
     (B, N, 1, H, W) in [0, 1]; rgb (B, N, 3, H, W) in [0, 1]; frame_mask (B, N) bool, False = padding.
-    Terms needing more frames than given (e.g. accel with N < 3) are 0.
+    first: frames [0, first) are context (see the module docstring). Terms needing more frames than given (e.g.
+    accel with N < 3) are 0.
     """
     b, n = residual.shape[:2]
     residual = residual.float()  # losses in fp32 even under autocast
@@ -108,26 +119,28 @@ def smoother_losses(
     log_r = log_t + residual
     conf = torch.ones_like(residual) if confidence is None else confidence.float()
     valid = torch.ones(b, n, dtype=torch.bool, device=residual.device) if frame_mask is None else frame_mask
+    ends = torch.arange(n, device=residual.device) >= first  # (N,) frames a term may end at
+    frame_ok = valid & ends
     rho = lambda x: charbonnier(x, cfg.eps)  # noqa: E731
     zero = residual.sum() * 0.0  # keeps the graph and device for terms that do not apply
     terms: dict[str, torch.Tensor] = {}
 
-    terms["anchor"] = _masked_mean(conf * rho(residual), valid)
-    terms["magnitude"] = _masked_mean(residual * residual, valid)
+    terms["anchor"] = _masked_mean(conf * rho(residual), frame_ok)
+    terms["magnitude"] = _masked_mean(residual * residual, frame_ok)
 
     dx_r, dy_r = residual[..., :, 1:] - residual[..., :, :-1], residual[..., 1:, :] - residual[..., :-1, :]
     wx = torch.exp(-cfg.edge_k * (log_t[..., :, 1:] - log_t[..., :, :-1]).abs())  # ≈0 across depth edges
     wy = torch.exp(-cfg.edge_k * (log_t[..., 1:, :] - log_t[..., :-1, :]).abs())
     smooth = zero
     if dx_r.shape[-1]:
-        smooth = smooth + _masked_mean(wx * rho(dx_r), valid)
+        smooth = smooth + _masked_mean(wx * rho(dx_r), frame_ok)
     if dy_r.shape[-2]:
-        smooth = smooth + _masked_mean(wy * rho(dy_r), valid)
+        smooth = smooth + _masked_mean(wy * rho(dy_r), frame_ok)
     terms["smoothness"] = smooth
 
     if n >= 2:
         static, surface, accel_w = motion_weights(log_t, None if rgb is None else rgb.float(), cfg)
-        pair_ok = valid[:, 1:] & valid[:, :-1]  # (B, N−1)
+        pair_ok = valid[:, 1:] & valid[:, :-1] & ends[1:]  # (B, N−1)
         d_ref = log_r[:, 1:] - log_r[:, :-1]  # (B, N−1, 1, H, W)
         terms["temporal_static"] = _masked_mean(static * rho(d_ref), pair_ok)
         # Moving pixels: their residual changes like the static pixels' (frame-wide de-jitter), nothing local.
@@ -135,8 +148,17 @@ def smoother_losses(
         w = static + 1e-3  # with no static pixel this falls back to the plain frame mean
         frame_corr = (w * d_res).sum(dim=(2, 3, 4), keepdim=True) / w.sum(dim=(2, 3, 4), keepdim=True)
         terms["temporal_motion"] = _masked_mean((1 - static) * rho(d_res - frame_corr), pair_ok)
+        k = cfg.long_span
+        if n > k:
+            # S over each span of k pairs, from a cumulative sum of log s (B, N−k, 1, H, W).
+            log_s = torch.cat([torch.zeros_like(static[:, :1]), static.clamp_min(1e-12).log()], dim=1).cumsum(1)
+            span_static = torch.exp(log_s[:, k:] - log_s[:, :-k])
+            span_ok = valid[:, k:] & valid[:, :-k] & ends[k:]
+            terms["temporal_long"] = _masked_mean(span_static * rho(log_r[:, k:] - log_r[:, :-k]), span_ok)
+        else:
+            terms["temporal_long"] = zero
         if n >= 3:
-            triple_ok = pair_ok[:, 1:] & pair_ok[:, :-1]  # (B, N−2)
+            triple_ok = valid[:, 2:] & valid[:, 1:-1] & valid[:, :-2] & ends[2:]  # (B, N−2)
             acc = log_r[:, 2:] - 2 * log_r[:, 1:-1] + log_r[:, :-2]
             terms["temporal_accel"] = _masked_mean(accel_w * rho(acc), triple_ok)
             u = surface + 1e-3
@@ -146,7 +168,7 @@ def smoother_losses(
             terms["temporal_accel"] = terms["temporal_global"] = zero
     else:
         terms["temporal_static"] = terms["temporal_motion"] = terms["temporal_accel"] = zero
-        terms["temporal_global"] = zero
+        terms["temporal_global"] = terms["temporal_long"] = zero
 
     terms = {name: terms[name] for name in TERMS}
     terms["total"] = sum(getattr(cfg, name) * value for name, value in terms.items())

@@ -24,7 +24,7 @@ from torch import nn
 from smoother.ssm import Mamba2Block, Mamba2State
 from steadydepth.config import SmootherConfig
 
-N_PIXEL_INPUTS = 4  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
+N_PIXEL_INPUTS = 5  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
 
 
 @dataclass
@@ -77,6 +77,11 @@ class FeatureEncoder(nn.Module):
         return F.gelu(f + g[:, :, None, None])
 
 
+def _frame_median(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame median over pixels: (B, N, 1, H, W) → (B, N, 1, 1, 1)."""
+    return x.flatten(2).median(dim=2).values[:, :, None, None, None]
+
+
 class SmootherBlock(nn.Module):
     """norm → Mamba2 (over time, per pixel) → residual; norm → MLP → residual (nanoGPT layout)."""
 
@@ -121,9 +126,14 @@ class ResidualSmoother(nn.Module):
         b, n, _, h, w = log_d.shape
         prev = log_d[:, :1] if state is None else state.prev_log_depth[:, None]
         dlog = log_d - torch.cat([prev, log_d[:, :-1]], dim=1)  # temporal change (0 at the first frame)
-        dlog_global = dlog.mean(dim=(3, 4), keepdim=True).expand_as(dlog)  # did the whole frame jump?
+        # Did the whole frame jump? The median, not the mean: under a pan or a close object real depth
+        # changes dominate the mean and would pass for scale flicker (the losses use the median too).
+        dlog_global = _frame_median(dlog)  # (B, N, 1, 1, 1)
+        # How much moves locally once that jump is removed: ~0 for pure flicker, large under camera motion.
+        local_motion = _frame_median((dlog - dlog_global).abs())
         centred = log_d - log_d.mean(dim=(3, 4), keepdim=True)  # scene structure, scale-free
-        pixel = torch.cat([dlog, dlog_global, centred, conf], dim=2)  # (B, N, 4, H, W)
+        frame_cues = torch.cat([dlog_global, local_motion], dim=2).expand(b, n, 2, h, w)
+        pixel = torch.cat([dlog, frame_cues, centred, conf], dim=2)  # (B, N, 5, H, W)
         if rgb is None:
             rgb_in, drgb = log_d.new_zeros(b, n, 3, h, w), log_d.new_zeros(b, n, 1, h, w)
         else:

@@ -34,7 +34,7 @@ from smoother.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from smoother.dataset import TeacherWindows, WindowSampler
+from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.losses import smoother_losses
 from smoother.model import ResidualSmoother
 from steadydepth.config import Config
@@ -135,6 +135,7 @@ def train(
         crop_size=tc.crop_size,
         flip=tc.flip,
         max_stride=tc.max_stride,
+        burn_in=tc.burn_in,
     )
 
     step, recent = 0, deque(maxlen=20)
@@ -183,15 +184,17 @@ def train(
     try:
         while step < end:
             batch = sampler.sample().to(device)
+            context, window = batch.split()
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
-                out = model(batch.depth, batch.confidence, batch.rgb)
+                residual = _forward(model, context, window)
             losses = smoother_losses(
-                out.residual,
+                residual,
                 batch.depth,
                 cfg.loss,
                 confidence=batch.confidence,
                 rgb=batch.rgb,
                 frame_mask=batch.valid,
+                first=batch.context,
             )
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
@@ -221,6 +224,16 @@ def train(
         step=step,
         seconds=round(time.perf_counter() - t0, 3),
     )
+
+
+def _forward(model: ResidualSmoother, context: Batch | None, window: Batch) -> torch.Tensor:
+    """Residual (B, context + window, 1, h, w): burn-in frames without gradients, then the window from their state."""
+    if context is None:
+        return model(window.depth, window.confidence, window.rgb).residual
+    with torch.no_grad():
+        warm = model(context.depth, context.confidence, context.rgb)
+    out = model(window.depth, window.confidence, window.rgb, state=warm.state)
+    return torch.cat([warm.residual, out.residual], dim=1)
 
 
 def _mean_losses(recent: deque) -> dict[str, float]:

@@ -135,6 +135,9 @@ class TrainConfig(_Section):
     )
     flip: bool = Field(default=True, description="random horizontal flips")
     max_stride: int = Field(default=3, ge=1, le=8, description="random frame stride 1..max_stride (faster motion)")
+    burn_in: int = Field(
+        default=0, ge=0, description="up to this many context frames run without gradients before each window"
+    )
     use_rgb: bool = Field(default=True, description="feed low-res RGB to the model and the motion cue when stored")
     use_confidence: bool = Field(default=True, description="use the teacher's confidence when stored")
     lr: float = Field(default=2e-3, gt=0)
@@ -222,6 +225,8 @@ class LossConfig(_Section):
         default=0.0, ge=0, description="second difference of the frame-wide change (off: lags under fast motion)"
     )
     temporal_motion: float = Field(default=1.0, ge=0, description="moving pixels follow the frame-wide correction")
+    temporal_long: float = Field(default=0.0, ge=0, description="change over long_span frames on static pixels (drift)")
+    long_span: int = Field(default=16, ge=2, description="frames spanned by temporal_long")
     smoothness: float = Field(default=0.1, ge=0, description="edge-aware spatial smoothness of the residual")
     magnitude: float = Field(default=0.01, ge=0, description="L2 of the residual")
     motion_depth_tau: float = Field(default=0.05, gt=0, description="local |Δ log teacher| scale of the motion cue")

@@ -187,3 +187,29 @@ def test_short_video_is_padded_and_masked(tmp_path):
     assert batch.valid[:, :5].all() and not batch.valid[:, 5:].any()
     assert torch.equal(batch.depth[:, 5:], batch.depth[:, 4:5].expand(-1, 3, -1, -1, -1))  # last frame repeated
     assert batch.rgb is None and torch.all(batch.confidence == 1)  # store without rgb / confidence
+
+
+def test_burn_in_prepends_context_that_fits_the_shortest_video(stores):
+    data = TeacherWindows(stores, long_edge=16)
+    sampler = WindowSampler(data, window=6, batch_size=2, seed=0, crop_size=None, flip=False, burn_in=20)
+    contexts = set()
+    for _ in range(12):
+        batch = sampler.sample()
+        k = batch.context
+        contexts.add(k)
+        shortest = min(data.num_frames(i) for i in batch.store_index)
+        assert 0 <= k <= min(20, shortest - 6)
+        assert batch.depth.shape[1] == k + 6 and batch.valid.all()  # every frame real, none padded
+        context, window = batch.split()
+        assert window.depth.shape[1] == 6 and torch.equal(window.depth, batch.depth[:, k:])
+        if k:
+            assert torch.equal(context.depth, batch.depth[:, :k]) and torch.equal(context.rgb, batch.rgb[:, :k])
+        else:
+            assert context is None and window is batch
+    assert len(contexts) > 3  # k is drawn per batch
+    assert max(contexts) > 6
+
+
+def test_burn_in_off_gives_plain_windows(stores):
+    batch = WindowSampler(TeacherWindows(stores, long_edge=16), window=6, batch_size=2, seed=0).sample()
+    assert batch.context == 0 and batch.depth.shape[1] == 6 and batch.split() == (None, batch)

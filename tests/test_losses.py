@@ -140,3 +140,36 @@ def test_zero_init_model_gives_zero_anchor_and_gradients_flow():
     assert losses["anchor"].item() == 0.0
     losses["total"].backward()
     assert model.head.weight.grad.abs().sum() > 0  # the temporal terms pull the head off zero
+
+
+def test_temporal_long_penalises_slow_drift_that_frame_to_frame_terms_barely_see():
+    cfg = LossConfig(long_span=8)
+    depth = _scene(n=12)
+    drift = depth * torch.exp(0.002 * torch.arange(12.0))[None, :, None, None, None]  # 0.2 %/frame, like ε
+    zero = torch.zeros_like(drift)
+    assert smoother_losses(zero, depth, cfg)["temporal_long"].item() == 0.0
+    losses = smoother_losses(zero, drift, cfg)
+    # over 8 frames the drift is 0.016 log-units on every (static) pixel: ρ(0.016) ≈ 0.015
+    expected = charbonnier(torch.tensor(8 * 0.002), cfg.eps).item()
+    assert losses["temporal_long"].item() == pytest.approx(expected, rel=1e-3)
+    assert losses["temporal_long"] > 10 * losses["temporal_static"]  # per pair the drift is ~ε: nearly free
+    assert smoother_losses(zero[:, :8], drift[:, :8], cfg)["temporal_long"].item() == 0.0  # too few frames
+    # a pixel that moves during the span does not count: its span-static weight is ~0
+    moved = drift.clone()
+    moved[:, 6:, :, :, :3] *= 2.0
+    per_pixel = smoother_losses(zero, moved, cfg)["temporal_long"]
+    assert per_pixel < losses["temporal_long"] * 0.8
+
+
+def test_context_frames_get_no_loss_of_their_own_but_anchor_the_window():
+    depth = _jitter(_scene(n=8))
+    residual = torch.zeros_like(depth)
+    residual[:, :4] = 0.3  # junk in the context (burn-in) frames
+    with_ctx = smoother_losses(residual, depth, CFG, first=4)
+    alone = smoother_losses(residual[:, 4:], depth[:, 4:], CFG)
+    for name in ("anchor", "magnitude", "smoothness"):  # per-frame terms: the window only
+        assert with_ctx[name].item() == pytest.approx(alone[name].item(), abs=1e-7), name
+    # the pair (3, 4) joins context and window: a jump there is counted
+    assert with_ctx["temporal_static"] > alone["temporal_static"]
+    full = smoother_losses(residual, depth, CFG)
+    assert full["anchor"] > with_ctx["anchor"]  # without `first` the context's residual would count

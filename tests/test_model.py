@@ -73,3 +73,23 @@ def test_output_is_positive_and_gradients_reach_every_parameter():
     out.residual.square().mean().backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
+
+
+def test_frame_wide_cue_sees_scale_jumps_but_not_a_near_object_moving():
+    """The "did the whole frame jump" input is a median: a close object entering a third of the frame is
+    local motion, not a scale jump (a frame mean would report it as a jump of ~0.3 · log 4)."""
+    model = ResidualSmoother(SmootherConfig())
+    depth = torch.full((1, 3, 1, 6, 9), 4.0)
+    depth[:, 1] *= 1.1  # frame 1: the whole frame jumps by 10 %
+    depth[:, 2] = depth[:, 1]
+    depth[:, 2, :, :, :3] = 1.0  # frame 2: a near object covers the left third
+    pixel, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
+    dlog_global, local_motion = pixel[0, :, 1, 0, 0], pixel[0, :, 2, 0, 0]  # per frame
+    torch.testing.assert_close(dlog_global, torch.tensor([0.0, torch.log(torch.tensor(1.1)).item(), 0.0]))
+    torch.testing.assert_close(local_motion, torch.zeros(3))  # most pixels did not move
+    # A pan across a slanted wall: every pixel's depth changes by a different amount; that is motion.
+    ramp = 2.0 + 0.5 * torch.arange(12.0)
+    depth[0, 1, 0] = ramp[None, 2:11]
+    depth[0, 2, 0] = ramp[None, :9]
+    pixel, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
+    assert pixel[0, 2, 2, 0, 0] > 0.05

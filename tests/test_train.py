@@ -7,8 +7,9 @@ import torch
 from test_dataset import make_teacher_store
 
 from smoother.checkpoint import load_checkpoint
+from smoother.dataset import TeacherWindows, WindowSampler
 from smoother.model import ResidualSmoother
-from smoother.train import load_smoother, lr_lambda, param_groups, train
+from smoother.train import _forward, load_smoother, lr_lambda, param_groups, train
 from steadydepth.config import Config, LossConfig, SmootherConfig, TrainConfig
 from steadydepth.errors import InputError
 
@@ -116,3 +117,22 @@ def test_param_groups_and_schedule():
     lrs = [lr_lambda(s, warmup=10, total=100, min_ratio=0.1) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[50] < lrs[10] and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path):
+    uri = make_teacher_store(tmp_path / "v.teacher.zarr", num_frames=20)
+    sampler = WindowSampler(TeacherWindows([uri], long_edge=16), window=6, batch_size=2, seed=1, burn_in=12)
+    batch = next(b for b in (sampler.sample() for _ in range(20)) if b.context > 2)
+    torch.manual_seed(0)
+    model = ResidualSmoother(TINY)
+    torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-trivial residual
+    context, window = batch.split()
+    residual = _forward(model, context, window)
+    one_pass = model(batch.depth, batch.confidence, batch.rgb).residual
+    torch.testing.assert_close(residual, one_pass, rtol=1e-4, atol=1e-5)
+    k = batch.context
+    (g_context,) = torch.autograd.grad(residual[:, :k].sum(), model.head.weight, retain_graph=True)
+    (g_window,) = torch.autograd.grad(residual[:, k:].sum(), model.head.weight)
+    assert torch.all(g_context == 0) and g_window.abs().sum() > 0  # burn-in runs without gradients
+    cfg = _cfg(steps=2, burn_in=8)
+    assert train(cfg, [uri], str(tmp_path / "run")).step == 2
