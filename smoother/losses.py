@@ -10,7 +10,7 @@ log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier
                                                                              per frame; off by default, below)
     temporal_motion = mean_{t,p} (1 − s_t) · ρ(Δr_t − Σ_p s_t Δr_t / Σ_p s_t)   moving pixels get the same
                                                                              frame-wide correction as static ones
-    temporal_long   = mean_{t,p} S_t · ρ(ℓ̂_t − ℓ̂_{t−k}),  S_t = Π_{j=t−k+1..t} s_j   no slow drift on pixels
+    temporal_long   = mean_{t,p} S_t · ρ(ℓ̂_t − ℓ̂_{t−k}),  S_t = min_{j=t−k+1..t} s_j   no slow drift on pixels
                                                                              static over k = long_span frames
     smoothness      = mean_p e^{−k|∂x ℓ|} ρ(∂x r) + mean_p e^{−k|∂y ℓ|} ρ(∂y r)  residual smooth inside surfaces
     magnitude       = mean_{t,p} r²
@@ -150,9 +150,11 @@ def smoother_losses(
         terms["temporal_motion"] = _masked_mean((1 - static) * rho(d_res - frame_corr), pair_ok)
         k = cfg.long_span
         if n > k:
-            # S over each span of k pairs, from a cumulative sum of log s (B, N−k, 1, H, W).
-            log_s = torch.cat([torch.zeros_like(static[:, :1]), static.clamp_min(1e-12).log()], dim=1).cumsum(1)
-            span_static = torch.exp(log_s[:, k:] - log_s[:, :-k])
+            # S = the least static pair of each span of k pairs (B, N−k, 1, H, W): a min, not a product, since
+            # noise keeps s a little below 1 on truly static pixels and a product over k pairs would vanish.
+            per_pixel = static.permute(0, 2, 3, 4, 1).reshape(-1, 1, n - 1)  # (B·H·W, 1, N−1)
+            span_min = -torch.nn.functional.max_pool1d(-per_pixel, k, stride=1)  # (B·H·W, 1, N−k)
+            span_static = span_min.reshape(b, *static.shape[2:], n - k).permute(0, 4, 1, 2, 3)
             span_ok = valid[:, k:] & valid[:, :-k] & ends[k:]
             terms["temporal_long"] = _masked_mean(span_static * rho(log_r[:, k:] - log_r[:, :-k]), span_ok)
         else:
