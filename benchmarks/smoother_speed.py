@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
+from smoother.grid import model_grid_size
 from smoother.model import ResidualSmoother, SmootherState
-from smoother.refine import refine_store
+from smoother.refine import StreamState, refine_chunk, refine_store
 from smoother.ssm import Mamba2Block, triton_ops
-from smoother.upsample import guided_upsample
 from steadydepth.config import SmootherConfig
 from storage.depth_store import DepthStore, store_uri
 
@@ -125,18 +124,14 @@ def bench_model_stream(model: ResidualSmoother, grid: tuple[int, int], device: t
 def bench_refine_compute(
     model: ResidualSmoother, frames: dict[str, np.ndarray], grid: tuple[int, int], device: torch.device, repeats: int
 ) -> float:
-    """ms/frame of refine_store's per-chunk arithmetic in memory (no zarr): grid, model, upsampling, exp."""
+    """ms/frame of refine_store's per-chunk arithmetic in memory (no zarr): grid, model, upsampling, detail
+    filter, exp."""
     chunk = {k: v[:STREAM_CHUNK] for k, v in frames.items()}
 
     def run() -> None:
         depth_hr = torch.from_numpy(chunk["depth"])
-        small = downsample_depth(depth_hr, grid)
-        conf = downsample_confidence(chunk["confidence"], grid)[None, :, None].to(device)
-        rgb = downsample_rgb(chunk["rgb"], grid)[None].to(device)
-        out = model(small[None, :, None].to(device), conf, rgb, None)
-        depth_dev = depth_hr.to(device)
-        res = guided_upsample(out.residual[0, :, 0], small.to(device).log(), depth_dev.clamp_min(1e-6).log())
-        (depth_dev * torch.exp(res)).cpu().numpy()
+        res, _ = refine_chunk(model, depth_hr, chunk["confidence"], chunk["rgb"], StreamState(), grid, device=device)
+        (depth_hr.to(device) * torch.exp(res)).cpu().numpy()
 
     with torch.inference_mode():
         return 1e3 * _best_seconds(run, device, repeats) / STREAM_CHUNK

@@ -6,6 +6,10 @@ Each pixel's depth over time is a sequence for a stack of Mamba2 blocks (shared 
 CNN adds spatial context per frame (where edges are, whether the whole frame jumped, where things
 move). The head is zero-initialised, so an untrained model returns the teacher exactly.
 
+A second head channel is the gate k ∈ [0, 1] of the detail filter (smoother/detail.py): the residual lives on
+the model grid, and k says per pixel how much of the finer detail to hold from the previous frame. The
+model only predicts k; the caller applies it (on the grid in training, at store resolution in refine).
+
 Everything is causal: frame t sees frames ≤ t only. So the same model runs over a training window in
 one call or over a video of any length frame by frame with a fixed-size state (`SmootherState`).
 
@@ -43,8 +47,9 @@ class SmootherState:
 
 @dataclass
 class SmootherOutput:
-    depth: torch.Tensor  # (B, N, 1, H, W) refined metric depth
+    depth: torch.Tensor  # (B, N, 1, H, W) teacher · exp(residual): the low band refined, detail filter not applied
     residual: torch.Tensor  # (B, N, 1, H, W) ΔD in log-depth
+    keep: torch.Tensor  # (B, N, 1, H, W) detail-filter gate in [0, 1]; 0 = pass the detail through
     state: SmootherState
 
 
@@ -114,8 +119,8 @@ class ResidualSmoother(nn.Module):
         self.inp = nn.Linear(N_PIXEL_INPUTS + d_feat, cfg.d_model)
         self.blocks = nn.ModuleList(SmootherBlock(cfg) for _ in range(cfg.n_layers))
         self.norm_f = nn.RMSNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, 1)
-        # ΔD = 0 at initialisation: an untrained smoother is exactly the teacher.
+        self.head = nn.Linear(cfg.d_model, 2)  # (ΔD, detail gate k)
+        # ΔD = 0 and k = 0 at initialisation: an untrained smoother is exactly the teacher.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -169,12 +174,20 @@ class ResidualSmoother(nn.Module):
         for i, block in enumerate(self.blocks):
             x, layer_state = block(x, None if state is None else state.layers[i])
             new_layers.append(layer_state)
-        residual = self.head(self.norm_f(x))  # (P, N, 1)
-        residual = rearrange(residual, "(b h w) n c -> b n c h w", b=b, h=h, w=w)
+        out = self.head(self.norm_f(x))  # (P, N, 2)
+        out = rearrange(out, "(b h w) n c -> b n c h w", b=b, h=h, w=w)
+        residual = out[:, :, :1]
+        if self.cfg.detail_filter:
+            # Clamp to [0, 1] with a straight-through gradient: 0 is reachable exactly (identity at init), and
+            # a gate pushed below 0 early in training still gets gradients (a plain clamp would freeze it shut).
+            z = out[:, :, 1:]
+            keep = z + (z.clamp(0.0, 1.0) - z).detach()
+        else:
+            keep = torch.zeros_like(residual)
         refined = torch.exp(log_d + residual)
         new_state = SmootherState(
             prev_log_depth=log_d[:, -1],
             prev_rgb=None if rgb is None else rgb[:, -1],
             layers=new_layers,
         )
-        return SmootherOutput(depth=refined, residual=residual, state=new_state)
+        return SmootherOutput(depth=refined, residual=residual, keep=keep, state=new_state)

@@ -1,12 +1,13 @@
 """Refine a teacher depth store with a trained smoother, chunk by chunk, into a new refined store.
 
-    teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD (h×w)
-                                                         guided upsample (guide: teacher log-depth) ─▶ ΔD (H×W)
-    refined depth = teacher depth · exp(ΔD)  ─▶  <root>/<name>.refined.zarr
+    teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD, k (h×w)
+                                     guided upsample of ΔD (guide: teacher log-depth) ─▶ ΔD (H×W)
+                                     detail filter at H×W, gate k upsampled (smoother/detail.py) ─▶ + Δdetail
+    refined depth = teacher depth · exp(ΔD + Δdetail)  ─▶  <root>/<name>.refined.zarr
 
-Streaming: one store chunk at a time is read, refined and written; the model's `SmootherState` carries
-the past across chunks, so the result equals one model call over the whole video, and memory holds one
-chunk plus the fixed-size state however long the video is.
+Streaming: one store chunk at a time is read, refined and written; the model's `SmootherState` and the
+detail filter's last frame carry the past across chunks, so the result equals one model call over the whole
+video, and memory holds one chunk plus the fixed-size state however long the video is.
 
 The teacher store is only read. The refined store has the teacher's chunking, K, timestamps, frame
 indices and confidence, plus gt_depth and pose when the teacher store has them (so evaluation finds
@@ -14,7 +15,7 @@ everything frame-aligned in one place); it has no rgb (the teacher store keeps i
 
 Identity and resume: the refined store's `config_hash` is a hash of the model (config + every weight),
 the upsampling settings and the teacher store's config_hash. A rerun with the same model resumes: it
-replays the model over the finished chunks at low resolution (cheap, nothing written) to rebuild the
+replays the model (and the detail filter) over the finished chunks, nothing written, to rebuild the
 state, then writes only the missing chunks. Another model → StoreError unless overwrite=True.
 """
 
@@ -32,15 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from smoother.detail import gated_recursion
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother, SmootherState
-from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample
+from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
 from steadydepth.errors import StoreError
 from storage import uri as uris
 from storage.depth_store import _BOOKKEEPING, DepthStore
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
-REFINE_VERSION = 1  # bump when the refinement arithmetic changes: it is part of the store identity
+REFINE_VERSION = 2  # bump when the refinement arithmetic changes: it is part of the store identity
 COPIED = ("confidence", "gt_depth", "pose")  # optional teacher variables the refined store carries over
 
 
@@ -240,6 +242,60 @@ def refine_store(
     )
 
 
+@dataclass
+class StreamState:
+    """What refinement carries from one chunk to the next: the model's state and the detail filter's last frame."""
+
+    model: SmootherState | None = None
+    detail: torch.Tensor | None = None  # (1, H, W) filtered detail of the last frame seen
+
+
+def refine_chunk(
+    model: ResidualSmoother,
+    depth: torch.Tensor,
+    confidence: np.ndarray | None,
+    rgb: np.ndarray | None,
+    stream: StreamState,
+    grid: tuple[int, int],
+    *,
+    radius: int = DEFAULT_RADIUS,
+    eps: float = DEFAULT_EPS,
+    device: torch.device | str = "cpu",
+    replay: bool = False,
+) -> tuple[torch.Tensor | None, StreamState]:
+    """The store-resolution log-depth correction ΔD (n, H, W) of one chunk, and the state for the next chunk.
+
+    depth (n, H, W) teacher metres (CPU); confidence (n, H, W) and rgb (n, H, W, 3) uint8 as stored, or None;
+    grid the model grid. ΔD = guided upsample of the model's residual + the detail filter's change, so
+    refined = teacher · exp(ΔD). replay=True only advances the state (chunks already written) and returns None
+    for ΔD. Call under torch.inference_mode() with the model in eval mode.
+    """
+    dtype = next(model.parameters()).dtype
+    small = downsample_depth(depth, grid)  # (n, h, w)
+    conf = rgb_lr = None
+    if confidence is not None:
+        conf = downsample_confidence(confidence, grid)[None, :, None].to(device, dtype)
+    if rgb is not None and model.cfg.use_features:
+        rgb_lr = downsample_rgb(rgb, grid)[None].to(device, dtype)  # (1, n, 3, h, w)
+    out = model(small[None, :, None].to(device, dtype), conf, rgb_lr, stream.model)  # (1, n, 1, h, w)
+    if replay and not model.cfg.detail_filter:
+        return None, StreamState(out.state, None)
+    guide_hr = depth.to(device).clamp_min(1e-6).log()
+    guide_lr = small.to(device).log()  # the log-depth the model saw
+    detail_change, prev = 0.0, None
+    if model.cfg.detail_filter:
+        size = tuple(guide_hr.shape[-2:])
+        detail = guide_hr - upsample_bilinear(guide_lr, size)  # finer than the grid (n, H, W)
+        keep = upsample_bilinear(out.keep[0, :, 0].to(detail.dtype), size)
+        filtered, prev = gated_recursion(detail[None], keep[None], stream.detail)
+        detail_change = filtered[0] - detail
+    state = StreamState(out.state, prev)
+    if replay:
+        return None, state
+    residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
+    return residual + detail_change, state
+
+
 def _run(
     teacher: DepthStore,
     refined: DepthStore,
@@ -254,7 +310,6 @@ def _run(
 ) -> None:
     """Stream chunks 0..max(missing): run the model on all of them (state), upsample and write the missing."""
     model.to(device)
-    dtype = next(model.parameters()).dtype
     inputs = ["depth"]
     if "confidence" in teacher.variables:
         inputs.append("confidence")
@@ -263,29 +318,29 @@ def _run(
     copied = [v for v in refined.variables if v != "depth"]  # K, timestamp, frame_index + optional copies
     was_training = model.training
     model.eval()
-    state: SmootherState | None = None
+    stream = StreamState()
     try:
         with torch.inference_mode():
             for i in range(max(missing) + 1):  # chunks after the last missing one need no state
                 start, stop = refined.chunk_bounds(i)
                 write = i in missing
                 data = teacher.read(start, stop, [*inputs, *copied] if write else inputs)
-                depth_hr = torch.from_numpy(data["depth"])  # (n, H, W) float32
-                small = downsample_depth(depth_hr, grid)  # (n, h, w)
-                conf = rgb = None
-                if "confidence" in data:
-                    conf = downsample_confidence(data["confidence"], grid)[None, :, None].to(device, dtype)
-                if "rgb" in data:
-                    rgb = downsample_rgb(data["rgb"], grid)[None].to(device, dtype)  # (1, n, 3, h, w)
-                out = model(small[None, :, None].to(device, dtype), conf, rgb, state)  # residual (1, n, 1, h, w)
-                state = out.state
+                residual, stream = refine_chunk(
+                    model,
+                    torch.from_numpy(data["depth"]),
+                    data.get("confidence"),
+                    data.get("rgb"),
+                    stream,
+                    grid,
+                    radius=radius,
+                    eps=eps,
+                    device=device,
+                    replay=not write,
+                )
                 if not write:
                     continue  # replay only: the state is all we need from a finished chunk
-                depth_dev = depth_hr.to(device)
-                guide_hr = depth_dev.clamp_min(1e-6).log()
-                guide_lr = small.to(device).log()  # the log-depth the model saw
-                residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
                 # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
+                depth_dev = torch.from_numpy(data["depth"]).to(device)
                 depth = (depth_dev.to(residual.dtype) * torch.exp(residual)).float().cpu().numpy()
                 if not (np.isfinite(depth) & (depth > 0)).all():
                     raise StoreError(

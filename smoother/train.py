@@ -2,6 +2,12 @@
 
     loss = anchor to the teacher + temporal stability (+ small regularisers), see smoother/losses.py
 
+Each step: a batch of windows (smoother/dataset.py) whose first `context` frames are burn-in, run without
+gradients so the window starts from the state of a long streaming run, as in refinement; the model's
+residual plus the detail filter's change (smoother/detail.py) is the correction the losses judge. Per-pixel
+noise hidden from the model (`unseen_noise`) stands in for the store-resolution noise that only the detail
+filter can remove.
+
 Ground truth is never read (smoother/dataset.py reads depth, confidence and rgb only). AdamW with no weight
 decay on biases, norms and the SSM's `_no_weight_decay` parameters; linear warm-up then cosine decay to
 lr·min_lr_ratio; global grad-norm clipping; bf16 autocast on CUDA only. One checkpoint `<out_dir>/last.pt`,
@@ -35,6 +41,7 @@ from smoother.checkpoint import (
     set_rng_state,
 )
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
+from smoother.detail import detail_band, gated_recursion
 from smoother.losses import smoother_losses
 from smoother.model import ResidualSmoother
 from steadydepth.config import Config
@@ -185,11 +192,12 @@ def train(
         while step < end:
             batch = sampler.sample().to(device)
             context, window = batch.split()
+            noise = unseen_noise(batch.depth, tc.detail_noise if cfg.smoother.detail_filter else 0.0)
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
-                residual = _forward(model, context, window)
+                residual = _forward(model, context, window, noise)
             losses = smoother_losses(
                 residual,
-                batch.depth,
+                batch.depth * torch.exp(noise),
                 cfg.loss,
                 confidence=batch.confidence,
                 rgb=batch.rgb,
@@ -226,14 +234,40 @@ def train(
     )
 
 
-def _forward(model: ResidualSmoother, context: Batch | None, window: Batch) -> torch.Tensor:
-    """Residual (B, context + window, 1, h, w): burn-in frames without gradients, then the window from their state."""
-    if context is None:
-        return model(window.depth, window.confidence, window.rgb).residual
-    with torch.no_grad():
-        warm = model(context.depth, context.confidence, context.rgb)
-    out = model(window.depth, window.confidence, window.rgb, state=warm.state)
-    return torch.cat([warm.residual, out.residual], dim=1)
+def unseen_noise(depth: torch.Tensor, max_std: float) -> torch.Tensor:
+    """Per-pixel log-noise (B, N, 1, h, w), std drawn per item in [0, max_std] (torch's CPU RNG: resumable).
+
+    At store resolution the teacher has noise finer than the model grid, which the model never sees (the grid
+    averages it away) and which only the detail filter can remove. Training reproduces that on the grid: this
+    noise joins the teacher the losses judge and the detail band the filter smooths, but not the model's input.
+    """
+    if max_std == 0:
+        return torch.zeros_like(depth)
+    std = torch.rand(depth.shape[0], 1, 1, 1, 1) * max_std
+    return (std * torch.randn(depth.shape)).to(depth.device, depth.dtype)
+
+
+def _forward(
+    model: ResidualSmoother, context: Batch | None, window: Batch, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus `noise`:
+    the residual plus the detail filter's change (smoother/detail.py; detail = the band one octave below the grid
+    plus the unseen noise). Burn-in frames run without gradients, then the window continues from their model
+    and filter state."""
+    state, prev, parts, first = None, None, [], 0
+    for part, grad in ((context, False), (window, True)):
+        if part is None:
+            continue
+        n = part.depth.shape[1]
+        with torch.set_grad_enabled(grad):
+            out = model(part.depth, part.confidence, part.rgb, state=state)
+            detail = detail_band(part.depth.clamp_min(1e-6).log())
+            if noise is not None:
+                detail = detail + noise[:, first : first + n]
+            filtered, prev = gated_recursion(detail, out.keep, prev)
+            parts.append(out.residual + (filtered - detail))
+        state, first = out.state, first + n
+    return torch.cat(parts, dim=1)
 
 
 def _mean_losses(recent: deque) -> dict[str, float]:

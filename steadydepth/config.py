@@ -122,6 +122,9 @@ class SmootherConfig(_Section):
     chunk_size: int = Field(default=16, ge=1)
     depth_long_edge: int = Field(default=64, ge=8, description="resolution the SSM works at")
     use_features: bool = True
+    detail_filter: bool = Field(
+        default=True, description="model-gated recursive filter on the detail finer than the grid (smoother/detail.py)"
+    )
 
 
 class TrainConfig(_Section):
@@ -135,8 +138,11 @@ class TrainConfig(_Section):
     )
     flip: bool = Field(default=True, description="random horizontal flips")
     max_stride: int = Field(default=3, ge=1, le=8, description="random frame stride 1..max_stride (faster motion)")
+    detail_noise: float = Field(
+        default=0.01, ge=0, description="max std of per-pixel log-noise hidden from the model (trains the detail gate)"
+    )
     burn_in: int = Field(
-        default=0, ge=0, description="up to this many context frames run without gradients before each window"
+        default=48, ge=0, description="up to this many context frames run without gradients before each window"
     )
     use_rgb: bool = Field(default=True, description="feed low-res RGB to the model and the motion cue when stored")
     use_confidence: bool = Field(default=True, description="use the teacher's confidence when stored")
@@ -225,7 +231,7 @@ class LossConfig(_Section):
         default=0.0, ge=0, description="second difference of the frame-wide change (off: lags under fast motion)"
     )
     temporal_motion: float = Field(default=1.0, ge=0, description="moving pixels follow the frame-wide correction")
-    temporal_long: float = Field(default=0.0, ge=0, description="change over long_span frames on static pixels (drift)")
+    temporal_long: float = Field(default=1.0, ge=0, description="change over long_span frames on static pixels (drift)")
     long_span: int = Field(default=16, ge=2, description="frames spanned by temporal_long")
     smoothness: float = Field(default=0.1, ge=0, description="edge-aware spatial smoothness of the residual")
     magnitude: float = Field(default=0.01, ge=0, description="L2 of the residual")

@@ -10,10 +10,11 @@ import pytest
 import torch
 import zarr
 
+from smoother.detail import gated_recursion
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
 from smoother.refine import refine_store
-from smoother.upsample import guided_upsample
+from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.config import SmootherConfig
 from steadydepth.errors import StoreError
 from storage.depth_store import DepthStore, store_uri
@@ -80,6 +81,8 @@ def _model(seed: int | None = 1, dtype: torch.dtype = torch.float32) -> Residual
         torch.manual_seed(seed)
         torch.nn.init.normal_(model.head.weight, std=0.3)
         torch.nn.init.normal_(model.head.bias, std=0.05)
+        with torch.no_grad():
+            model.head.bias[1] = 0.5  # the detail filter's gate k: partly open, so the filter is exercised
     return model
 
 
@@ -147,14 +150,20 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_pa
     rgb = downsample_rgb(frames["rgb"], grid).double()
     with torch.no_grad():
         out = model(small[None, :, None], conf[None, :, None], rgb[None])
-    residual = guided_upsample(out.residual[0, :, 0], small.log(), torch.from_numpy(frames["depth"]).double().log())
+    log_hr = torch.from_numpy(frames["depth"]).double().log()
+    residual = guided_upsample(out.residual[0, :, 0], small.log(), log_hr)
+    detail = log_hr - upsample_bilinear(small.log(), (H, W))  # the detail filter over all frames at once
+    keep = upsample_bilinear(out.keep[0, :, 0], (H, W))
+    assert 0.1 < keep.mean() < 0.9  # the filter does something
+    filtered, _ = gated_recursion(detail[None], keep[None])
+    residual = residual + (filtered[0] - detail)
     expected = (torch.from_numpy(frames["depth"]).double() * torch.exp(residual)).float().numpy()
     assert residual.abs().max() > 0.05  # a non-trivial comparison
 
     got = _read_all(result.uri)
     np.testing.assert_allclose(got["depth"], expected, rtol=1e-6, atol=0)
     np.testing.assert_array_equal(got["confidence"], frames["confidence"])
-    assert result.residual_stats.mean_abs == pytest.approx(float(residual.abs().mean()), rel=1e-9)
+    assert result.residual_stats.mean_abs == pytest.approx(float(residual.abs().mean()), rel=1e-6)
     assert _tree_digest(uri) == before  # the teacher store is byte for byte unchanged
     DepthStore.open(result.uri).to_xarray()  # a finished, consolidated store
 
@@ -226,9 +235,10 @@ def test_teacher_store_without_optional_variables(tmp_path):
         store.write_chunk(i, **{k: frames[k][a:b] for k in ("depth", "K", "timestamp", "frame_index")})
     store.finalize()
     model = ResidualSmoother(CFG.model_copy(update={"use_features": False}))
-    torch.nn.init.normal_(model.head.bias, std=0.05)  # a constant ΔD
+    with torch.no_grad():
+        model.head.bias[0] = 0.05  # a constant ΔD, detail filter closed (k = 0)
     result = refine_store(uri, None, model)
     refined = DepthStore.open(result.uri)
     assert refined.variables == ("depth", "K", "timestamp", "frame_index") and refined.chunk_frames == 8
     ratio = _read_all(result.uri)["depth"] / frames["depth"]
-    np.testing.assert_allclose(ratio, np.exp(model.head.bias.item()), rtol=1e-6)  # constant stays constant
+    np.testing.assert_allclose(ratio, np.exp(0.05), rtol=1e-6)  # constant stays constant

@@ -126,9 +126,10 @@ def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path):
     torch.manual_seed(0)
     model = ResidualSmoother(TINY)
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-trivial residual
+    torch.nn.init.constant_(model.head.bias, 0.5)  # and an open detail filter (k ≈ 0.5)
     context, window = batch.split()
     residual = _forward(model, context, window)
-    one_pass = model(batch.depth, batch.confidence, batch.rgb).residual
+    one_pass = _forward(model, None, batch)  # the model and the detail filter over all frames at once
     torch.testing.assert_close(residual, one_pass, rtol=1e-4, atol=1e-5)
     k = batch.context
     (g_context,) = torch.autograd.grad(residual[:, :k].sum(), model.head.weight, retain_graph=True)
