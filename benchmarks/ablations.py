@@ -6,14 +6,17 @@ Rows (each trained from scratch with the same seed on the synthetic teacher stor
 with `evaluate_dataset` against GT, valid 1 mm–10 m, no alignment):
 - ΔD = 0: the zero-initialised (untrained) model through `refine_store` must reproduce the teacher bit for bit,
   and so give identical metrics (checked, not assumed);
-- default: LossConfig and SmootherConfig defaults (anchor 1, temporal_static 1, temporal_accel 1, ...);
-- anchor 0.3 / anchor 3: the anchor weight against the (unchanged) temporal terms;
+- default: LossConfig, SmootherConfig and TrainConfig defaults (anchor 1, temporal_static 2, ..., burn-in 48);
+- anchor 0.3: the anchor weight against the (unchanged) temporal terms;
 - temporal ×3: temporal_static, temporal_accel and temporal_motion weights ×3;
 - no RGB features: SmootherConfig.use_features=False (no CNN; per-pixel cues only);
-- window 8 / window 32: TrainConfig.window (frames per training window, the longest memory training sees);
+- no detail filter: SmootherConfig.detail_filter=False (only the grid residual; smoother/detail.py);
+- no burn-in: TrainConfig.burn_in=0 (every window starts from a fresh state);
+- no long-span loss: LossConfig.temporal_long=0;
+- window 32: TrainConfig.window (frames per training window with gradients);
 - fused vs reference SSM: the mamba-ssm Triton scan against the PyTorch scan, same weights (CUDA only; skipped
   with a message without CUDA or mamba-ssm).
-The default run (5 videos × 32 frames at 96×160, 50 steps per training) is sized for ≲ 15 min on 2 CPU cores;
+The default run (5 videos × 32 frames at 96×160, 50 steps per training) takes about 20–25 min on 2 CPU cores;
 --quick is a smoke run (2 tiny videos, 3 steps, three rows). Short trainings rank choices; they do not give
 the converged numbers (benchmarks/quality.py does).
 """
@@ -50,10 +53,11 @@ def variants(quick: bool) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {
         "default": {},
         "anchor 0.3": {"loss": {"anchor": 0.3}},
-        "anchor 3": {"loss": {"anchor": 3.0}},
         "temporal ×3": {"loss": {k: 3 * getattr(LossConfig(), k) for k in TEMPORAL}},
         "no RGB features": {"smoother": {"use_features": False}},
-        "window 8": {"train": {"window": 8}},
+        "no detail filter": {"smoother": {"detail_filter": False}},
+        "no burn-in": {"train": {"burn_in": 0}},
+        "no long-span loss": {"loss": {"temporal_long": 0.0}},
         "window 32": {"train": {"window": 32}},
     }
     return {k: rows[k] for k in ("default", "no RGB features")} if quick else rows
