@@ -139,7 +139,7 @@ class TrainConfig(_Section):
     flip: bool = Field(default=True, description="random horizontal flips")
     max_stride: int = Field(default=3, ge=1, le=8, description="random frame stride 1..max_stride (faster motion)")
     detail_noise: float = Field(
-        default=0.01, ge=0, description="max std of per-pixel log-noise hidden from the model (trains the detail gate)"
+        default=0.02, ge=0, description="max std of per-pixel log-noise hidden from the model (trains the detail gate)"
     )
     burn_in: int = Field(
         default=48, ge=0, description="up to this many context frames run without gradients before each window"
