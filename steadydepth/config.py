@@ -130,7 +130,7 @@ class SmootherConfig(_Section):
 class TrainConfig(_Section):
     """Self-supervised training of the smoother on teacher stores (smoother/train.py); GT is never read."""
 
-    steps: int = Field(default=450, ge=1, description="optimizer steps (≈10 min on 2 CPU cores at the defaults)")
+    steps: int = Field(default=450, ge=1, description="optimizer steps (≈13 min on 2 shared CPU cores at the defaults)")
     window: int = Field(default=16, ge=3, description="frames per training window (shorter videos are padded)")
     batch_size: int = Field(default=4, ge=1)
     crop_size: int | None = Field(
