@@ -36,7 +36,7 @@ is off because under fast camera motion the frame-wide change is not smooth and 
 (fast-motion video: AbsRel 0.062 → 0.086); temporal_motion 1 (vs 0.1) keeps moving content from smearing.
 
 temporal_long exists because frame-to-frame terms barely see slow drift (≈ 0.002 log-units per frame is about
-ε): over k frames it adds up to a change the penalty counts. It needs long sequences, which burn-in gives:
+ε): over k frames it adds up to a change the penalty counts. It needs long sequences, which burn-in gives.
 
 The motion weights are computed from the inputs only (no gradient). Means run over all pixels of the valid
 frames/pairs/triples, so a term's scale does not depend on how many pixels are static. `frame_mask` (B, N)

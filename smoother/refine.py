@@ -262,13 +262,13 @@ def refine_chunk(
     eps: float = DEFAULT_EPS,
     device: torch.device | str = "cpu",
     replay: bool = False,
-) -> tuple[torch.Tensor | None, StreamState]:
-    """The store-resolution log-depth correction ΔD (n, H, W) of one chunk, and the state for the next chunk.
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, StreamState]:
+    """One chunk's (refined depth, ΔD), both (n, H, W) on `device`, and the state for the next chunk.
 
     depth (n, H, W) teacher metres (CPU); confidence (n, H, W) and rgb (n, H, W, 3) uint8 as stored, or None;
-    grid the model grid. ΔD = guided upsample of the model's residual + the detail filter's change, so
-    refined = teacher · exp(ΔD). replay=True only advances the state (chunks already written) and returns None
-    for ΔD. Call under torch.inference_mode() with the model in eval mode.
+    grid the model grid. ΔD = guided upsample of the model's residual + the detail filter's change (log-depth),
+    refined = teacher · exp(ΔD) in float32. replay=True only advances the state (chunks already written) and
+    returns None instead of the pair. Call under torch.inference_mode() with the model in eval mode.
     """
     dtype = next(model.parameters()).dtype
     small = downsample_depth(depth, grid)  # (n, h, w)
@@ -280,7 +280,8 @@ def refine_chunk(
     out = model(small[None, :, None].to(device, dtype), conf, rgb_lr, stream.model)  # (1, n, 1, h, w)
     if replay and not model.cfg.detail_filter:
         return None, StreamState(out.state, None)
-    guide_hr = depth.to(device).clamp_min(1e-6).log()
+    depth_dev = depth.to(device)
+    guide_hr = depth_dev.clamp_min(1e-6).log()
     guide_lr = small.to(device).log()  # the log-depth the model saw
     detail_change, prev = 0.0, None
     if model.cfg.detail_filter:
@@ -292,8 +293,10 @@ def refine_chunk(
     state = StreamState(out.state, prev)
     if replay:
         return None, state
-    residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
-    return residual + detail_change, state
+    residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps) + detail_change
+    # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
+    refined = (depth_dev.to(residual.dtype) * torch.exp(residual)).float()
+    return (refined, residual), state
 
 
 def _run(
@@ -325,7 +328,7 @@ def _run(
                 start, stop = refined.chunk_bounds(i)
                 write = i in missing
                 data = teacher.read(start, stop, [*inputs, *copied] if write else inputs)
-                residual, stream = refine_chunk(
+                result, stream = refine_chunk(
                     model,
                     torch.from_numpy(data["depth"]),
                     data.get("confidence"),
@@ -337,11 +340,10 @@ def _run(
                     device=device,
                     replay=not write,
                 )
-                if not write:
+                if result is None:
                     continue  # replay only: the state is all we need from a finished chunk
-                # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
-                depth_dev = torch.from_numpy(data["depth"]).to(device)
-                depth = (depth_dev.to(residual.dtype) * torch.exp(residual)).float().cpu().numpy()
+                refined_depth, residual = result
+                depth = refined_depth.cpu().numpy()
                 if not (np.isfinite(depth) & (depth > 0)).all():
                     raise StoreError(
                         f"refining {teacher.uri} frames {start}..{stop - 1} gave depth that is not finite and > 0 "

@@ -261,11 +261,14 @@ def _forward(
         n = part.depth.shape[1]
         with torch.set_grad_enabled(grad):
             out = model(part.depth, part.confidence, part.rgb, state=state)
-            detail = detail_band(part.depth.clamp_min(1e-6).log())
-            if noise is not None:
-                detail = detail + noise[:, first : first + n]
-            filtered, prev = gated_recursion(detail, out.keep, prev)
-            parts.append(out.residual + (filtered - detail))
+            if not model.cfg.detail_filter:  # k ≡ 0: the filter would pass the detail through unchanged
+                parts.append(out.residual)
+            else:
+                detail = detail_band(part.depth.clamp_min(1e-6).log())
+                if noise is not None:
+                    detail = detail + noise[:, first : first + n]
+                filtered, prev = gated_recursion(detail, out.keep, prev)
+                parts.append(out.residual + (filtered - detail))
         state, first = out.state, first + n
     return torch.cat(parts, dim=1)
 
