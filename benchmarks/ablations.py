@@ -10,7 +10,10 @@ with `evaluate_dataset` against GT, valid 1 mm–10 m, no alignment):
 - anchor 0.3: the anchor weight against the (unchanged) temporal terms;
 - temporal ×3: temporal_static, temporal_accel and temporal_motion weights ×3;
 - no RGB features: SmootherConfig.use_features=False (no CNN; per-pixel cues only);
-- no detail filter: SmootherConfig.detail_filter=False (only the grid residual; smoother/detail.py);
+- filter on detail only / no temporal filter: SmootherConfig.temporal_filter="detail" (the gated filter only on
+  the band finer than the grid) / "off" (only the grid residual; smoother/temporal_filter.py);
+- no filter reset: SmootherConfig.filter_reset=0 (the gate alone decides where to hold);
+- frame anchor: LossConfig.anchor_mean=False (still pixels anchored to each frame, not the teacher's mean);
 - no burn-in: TrainConfig.burn_in=0 (every window starts from a fresh state);
 - no long-span loss: LossConfig.temporal_long=0;
 - window 32: TrainConfig.window (frames per training window with gradients);
@@ -55,7 +58,10 @@ def variants(quick: bool) -> dict[str, dict[str, Any]]:
         "anchor 0.3": {"loss": {"anchor": 0.3}},
         "temporal ×3": {"loss": {k: 3 * getattr(LossConfig(), k) for k in TEMPORAL}},
         "no RGB features": {"smoother": {"use_features": False}},
-        "no detail filter": {"smoother": {"detail_filter": False}},
+        "filter on detail only": {"smoother": {"temporal_filter": "detail"}},
+        "no temporal filter": {"smoother": {"temporal_filter": "off"}},
+        "no filter reset": {"smoother": {"filter_reset": 0.0}},
+        "frame anchor": {"loss": {"anchor_mean": False}},
         "no burn-in": {"train": {"burn_in": 0}},
         "no long-span loss": {"loss": {"temporal_long": 0.0}},
         "window 32": {"train": {"window": 32}},

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from smoother.model import ResidualSmoother
 from steadydepth.config import Config
@@ -93,10 +94,23 @@ def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> Config:
+    """The run config saved in a loaded checkpoint; InputError if this version of SteadyDepth cannot read it."""
+    try:
+        return Config.model_validate(ckpt["config"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InputError(
+            f"checkpoint {path} was written by another version of SteadyDepth ({field}: {err['msg']}); "
+            "retrain the smoother, or use the version that wrote it"
+        ) from None
+
+
 def load_smoother(checkpoint_path: str | Path, map_location: str | torch.device = "cpu") -> ResidualSmoother:
     """The trained model of a checkpoint, rebuilt from the smoother config saved in it, in eval mode."""
     ckpt = load_checkpoint(checkpoint_path, map_location)
-    cfg = Config.model_validate(ckpt["config"])
+    cfg = checkpoint_config(ckpt, checkpoint_path)
     model = ResidualSmoother(cfg.smoother)
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval()

@@ -3,7 +3,7 @@
 Everything is in log-depth. With ℓ = log D_teacher, r = ΔD the predicted residual and ℓ̂ = ℓ + r the refined
 log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier: ≈ |x| above ε, smooth at 0):
 
-    anchor          = mean_{t,p} c · ρ(r)                                    stay on the metric teacher
+    anchor          = mean_{t,p} c · ρ(ℓ̂ − ℓ*),  ℓ* = ℓ + w (ℓ̄ − ℓ)               stay on the metric teacher
     temporal_static = mean_{t,p} s_t · ρ(ℓ̂_t − ℓ̂_{t−1})                       static pixels do not change
     temporal_accel  = mean_{t,p} a_t · ρ(ℓ̂_t − 2 ℓ̂_{t−1} + ℓ̂_{t−2})           no jitter, smooth motion is free
     temporal_global = mean_t ρ(G_t − G_{t−1}),  G_t = Σ_p u_t Δℓ̂_t / Σ_p u_t      no frame-wide jitter (one number
@@ -16,7 +16,13 @@ log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier
     magnitude       = mean_{t,p} r²
     total           = Σ_i w_i · term_i                                       (weights from LossConfig)
 
-c is the teacher confidence (1 without one). The motion cue decides what is static between frames t−1, t:
+c is the teacher confidence (1 without one). The anchor's target ℓ* is the teacher ℓ, except with `anchor_mean`
+on pixels still over the whole sequence (context + window): there it is the teacher's temporal mean ℓ̄ there,
+weighted by w = `still_weight` (every frame against the first: exp(−max_t [(m_t/τ)² + (g_t/τ_rgb)²]), m and g as
+below but cumulative). The truth of a still pixel does not change, so the mean is as much "the teacher" as any
+one frame, and it lets the model average the teacher's flicker and slow drift instead of paying anchor for it.
+
+The motion cue decides what is static between frames t−1, t:
 
     m_t = Δℓ_t − median_p Δℓ_t        local depth change, the frame-wide (scale) jump removed: that jump is
                                       exactly the teacher flicker we want to remove, so it must not count as motion
@@ -97,6 +103,29 @@ def motion_weights(
     return static, surface, accel
 
 
+def still_weight(
+    log_teacher: torch.Tensor, rgb: torch.Tensor | None, valid: torch.Tensor, cfg: LossConfig
+) -> torch.Tensor:
+    """How surely each pixel shows the same surface in every valid frame of the sequence: (B, 1, 1, H, W) in [0, 1].
+
+    Every frame is compared with the first, not with its neighbour, so slow motion adds up: exp(−max_t
+    [(m_t/τ_d)² + (g_t/τ_rgb)² + (median_p g_t/τ_cam)²]), m_t = (ℓ_t − ℓ_0) − median_p(ℓ_t − ℓ_0),
+    g_t = mean_rgb |RGB_t − RGB_0|.
+    """
+    with torch.no_grad():
+        d = log_teacher - log_teacher[:, :1]
+        m = d - d.flatten(2).median(dim=2).values[:, :, None, None, None]
+        cost = (m / cfg.still_depth_tau) ** 2
+        if rgb is not None:
+            g = (rgb - rgb[:, :1]).abs().mean(dim=2, keepdim=True)  # (B, N, 1, H, W)
+            # A moving camera changes most of the frame, even where one pixel's depth and colour barely change
+            # (a flat wall under a slow dolly): the frame median catches that; a still camera keeps it ≈ 0.
+            camera = g.flatten(2).median(dim=2).values[:, :, None, None, None]
+            cost = cost + (g / cfg.still_rgb_tau) ** 2 + (camera / cfg.still_camera_tau) ** 2
+        cost = torch.where(valid[:, :, None, None, None], cost, torch.zeros_like(cost))
+        return torch.exp(-cost.amax(dim=1, keepdim=True))
+
+
 def smoother_losses(
     residual: torch.Tensor,
     teacher_depth: torch.Tensor,
@@ -126,7 +155,16 @@ def smoother_losses(
     zero = residual.sum() * 0.0  # keeps the graph and device for terms that do not apply
     terms: dict[str, torch.Tensor] = {}
 
-    terms["anchor"] = _masked_mean(conf * rho(residual), frame_ok)
+    if cfg.anchor_mean:
+        # A pixel still over the whole sequence: the teacher's mean there is as much "the teacher" as any one
+        # frame (the truth did not change), so the anchor lets the model average its flicker and drift.
+        still = still_weight(log_t, None if rgb is None else rgb.float(), valid, cfg)
+        w = valid.to(log_t.dtype)[:, :, None, None, None]
+        mean = (log_t * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        anchored = log_r - (log_t + still * (mean - log_t))
+    else:
+        anchored = residual
+    terms["anchor"] = _masked_mean(conf * rho(anchored), frame_ok)
     terms["magnitude"] = _masked_mean(residual * residual, frame_ok)
 
     dx_r, dy_r = residual[..., :, 1:] - residual[..., :, :-1], residual[..., 1:, :] - residual[..., :-1, :]

@@ -6,9 +6,9 @@ Each pixel's depth over time is a sequence for a stack of Mamba2 blocks (shared 
 CNN adds spatial context per frame (where edges are, whether the whole frame jumped, where things
 move). The head is zero-initialised, so an untrained model returns the teacher exactly.
 
-A second head channel is the gate k ∈ [0, 1] of the detail filter (smoother/detail.py): the residual lives on
-the model grid, and k says per pixel how much of the finer detail to hold from the previous frame. The
-model only predicts k; the caller applies it (on the grid in training, at store resolution in refine).
+A second head channel is the gate k ∈ [0, 1] of the temporal filter (smoother/temporal_filter.py): the residual
+lives on the model grid, and k says per pixel how much of the previous refined frame to hold. The model only
+predicts k; the caller applies the filter (on the grid in training, at store resolution in refine).
 
 Everything is causal: frame t sees frames ≤ t only. So the same model runs over a training window in
 one call or over a video of any length frame by frame with a fixed-size state (`SmootherState`).
@@ -47,9 +47,9 @@ class SmootherState:
 
 @dataclass
 class SmootherOutput:
-    depth: torch.Tensor  # (B, N, 1, H, W) teacher · exp(residual): the low band refined, detail filter not applied
+    depth: torch.Tensor  # (B, N, 1, H, W) teacher · exp(residual), before the temporal filter
     residual: torch.Tensor  # (B, N, 1, H, W) ΔD in log-depth
-    keep: torch.Tensor  # (B, N, 1, H, W) detail-filter gate in [0, 1]; 0 = pass the detail through
+    keep: torch.Tensor  # (B, N, 1, H, W) temporal-filter gate in [0, 1]; 0 = pass through
     state: SmootherState
 
 
@@ -119,7 +119,7 @@ class ResidualSmoother(nn.Module):
         self.inp = nn.Linear(N_PIXEL_INPUTS + d_feat, cfg.d_model)
         self.blocks = nn.ModuleList(SmootherBlock(cfg) for _ in range(cfg.n_layers))
         self.norm_f = nn.RMSNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, 2)  # (ΔD, detail gate k)
+        self.head = nn.Linear(cfg.d_model, 2)  # (ΔD, filter gate k)
         # ΔD = 0 and k = 0 at initialisation: an untrained smoother is exactly the teacher.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -177,7 +177,7 @@ class ResidualSmoother(nn.Module):
         out = self.head(self.norm_f(x))  # (P, N, 2)
         out = rearrange(out, "(b h w) n c -> b n c h w", b=b, h=h, w=w)
         residual = out[:, :, :1]
-        if self.cfg.detail_filter:
+        if self.cfg.temporal_filter != "off":
             # Clamp to [0, 1] with a straight-through gradient: 0 is reachable exactly (identity at init), and
             # a gate pushed below 0 early in training still gets gradients (a plain clamp would freeze it shut).
             z = out[:, :, 1:]

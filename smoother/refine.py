@@ -2,11 +2,12 @@
 
     teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD, k (h×w)
                                      guided upsample of ΔD (guide: teacher log-depth) ─▶ ΔD (H×W)
-                                     detail filter at H×W, gate k upsampled (smoother/detail.py) ─▶ + Δdetail
-    refined depth = teacher depth · exp(ΔD + Δdetail)  ─▶  <root>/<name>.refined.zarr
+                                     temporal filter of log teacher + ΔD at H×W, gate k upsampled
+                                     (smoother/temporal_filter.py) ─▶ refined log-depth
+    refined depth = teacher depth · exp(refined log-depth − log teacher)  ─▶  <root>/<name>.refined.zarr
 
 Streaming: one store chunk at a time is read, refined and written; the model's `SmootherState` and the
-detail filter's last frame carry the past across chunks, so the result equals one model call over the whole
+temporal filter's last frame carry the past across chunks, so the result equals one model call over the whole
 video, and memory holds one chunk plus the fixed-size state however long the video is.
 
 The teacher store is only read. The refined store has the teacher's chunking, K, timestamps, frame
@@ -15,7 +16,7 @@ everything frame-aligned in one place); it has no rgb (the teacher store keeps i
 
 Identity and resume: the refined store's `config_hash` is a hash of the model (config + every weight),
 the upsampling settings and the teacher store's config_hash. A rerun with the same model resumes: it
-replays the model (and the detail filter) over the finished chunks, nothing written, to rebuild the
+replays the model (and the temporal filter) over the finished chunks, nothing written, to rebuild the
 state, then writes only the missing chunks. Another model → StoreError unless overwrite=True.
 """
 
@@ -33,16 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from smoother.detail import gated_recursion
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother, SmootherState
+from smoother.temporal_filter import gated_recursion
 from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
 from steadydepth.errors import StoreError
 from storage import uri as uris
 from storage.depth_store import _BOOKKEEPING, DepthStore
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
-REFINE_VERSION = 2  # bump when the refinement arithmetic changes: it is part of the store identity
+REFINE_VERSION = 3  # bump when the refinement arithmetic changes: it is part of the store identity
 COPIED = ("confidence", "gt_depth", "pose")  # optional teacher variables the refined store carries over
 
 
@@ -244,10 +245,10 @@ def refine_store(
 
 @dataclass
 class StreamState:
-    """What refinement carries from one chunk to the next: the model's state and the detail filter's last frame."""
+    """What refinement carries from one chunk to the next: the model's state and the temporal filter's last frame."""
 
     model: SmootherState | None = None
-    detail: torch.Tensor | None = None  # (1, H, W) filtered detail of the last frame seen
+    filtered: torch.Tensor | None = None  # (1, H, W) the filter's output (log-depth or detail) of the last frame
 
 
 def refine_chunk(
@@ -266,34 +267,40 @@ def refine_chunk(
     """One chunk's (refined depth, ΔD), both (n, H, W) on `device`, and the state for the next chunk.
 
     depth (n, H, W) teacher metres (CPU); confidence (n, H, W) and rgb (n, H, W, 3) uint8 as stored, or None;
-    grid the model grid. ΔD = guided upsample of the model's residual + the detail filter's change (log-depth),
-    refined = teacher · exp(ΔD) in float32. replay=True only advances the state (chunks already written) and
-    returns None instead of the pair. Call under torch.inference_mode() with the model in eval mode.
+    grid the model grid. ΔD = guided upsample of the model's residual, then the temporal filter's change
+    (smoother/temporal_filter.py), in log-depth; refined = teacher · exp(ΔD) in float32. replay=True only advances
+    the state (chunks already written) and returns None instead of the pair. Call under torch.inference_mode()
+    with the model in eval mode.
     """
+    cfg = model.cfg
     dtype = next(model.parameters()).dtype
     small = downsample_depth(depth, grid)  # (n, h, w)
     conf = rgb_lr = None
     if confidence is not None:
         conf = downsample_confidence(confidence, grid)[None, :, None].to(device, dtype)
-    if rgb is not None and model.cfg.use_features:
+    if rgb is not None and cfg.use_features:
         rgb_lr = downsample_rgb(rgb, grid)[None].to(device, dtype)  # (1, n, 3, h, w)
     out = model(small[None, :, None].to(device, dtype), conf, rgb_lr, stream.model)  # (1, n, 1, h, w)
-    if replay and not model.cfg.detail_filter:
+    if replay and cfg.temporal_filter == "off":
         return None, StreamState(out.state, None)
     depth_dev = depth.to(device)
     guide_hr = depth_dev.clamp_min(1e-6).log()
     guide_lr = small.to(device).log()  # the log-depth the model saw
-    detail_change, prev = 0.0, None
-    if model.cfg.detail_filter:
-        size = tuple(guide_hr.shape[-2:])
-        detail = guide_hr - upsample_bilinear(guide_lr, size)  # finer than the grid (n, H, W)
-        keep = upsample_bilinear(out.keep[0, :, 0].to(detail.dtype), size)
-        filtered, prev = gated_recursion(detail[None], keep[None], stream.detail)
-        detail_change = filtered[0] - detail
+    size = tuple(guide_hr.shape[-2:])
+    residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
+    prev = None
+    if cfg.temporal_filter != "off":
+        keep = upsample_bilinear(out.keep[0, :, 0].to(residual.dtype), size)[None]
+        if cfg.temporal_filter == "full":
+            filtered, prev = gated_recursion((guide_hr + residual)[None], keep, stream.filtered, cfg.filter_reset)
+            residual = filtered[0] - guide_hr
+        else:
+            detail = guide_hr - upsample_bilinear(guide_lr, size)  # finer than the grid (n, H, W)
+            filtered, prev = gated_recursion(detail[None], keep, stream.filtered, cfg.filter_reset)
+            residual = residual + (filtered[0] - detail)
     state = StreamState(out.state, prev)
     if replay:
         return None, state
-    residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps) + detail_change
     # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
     refined = (depth_dev.to(residual.dtype) * torch.exp(residual)).float()
     return (refined, residual), state

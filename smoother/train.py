@@ -4,9 +4,9 @@
 
 Each step: a batch of windows (smoother/dataset.py) whose first `context` frames are burn-in, run without
 gradients so the window starts from the state of a long streaming run, as in refinement; the model's
-residual plus the detail filter's change (smoother/detail.py) is the correction the losses judge. Per-pixel
-noise hidden from the model (`unseen_noise`) stands in for the store-resolution noise that only the detail
-filter can remove.
+residual passed through its gated temporal filter (smoother/temporal_filter.py) gives the correction the
+losses judge. Per-pixel noise hidden from the model (`unseen_noise`) stands in for the store-resolution noise
+that only the filter can remove.
 
 Ground truth is never read (smoother/dataset.py reads depth, confidence and rgb only). AdamW with no weight
 decay on biases, norms and the SSM's `_no_weight_decay` parameters; linear warm-up then cosine decay to
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from smoother.checkpoint import (
     CHECKPOINT_NAME,
+    checkpoint_config,
     load_checkpoint,
     load_smoother,
     rng_state,
@@ -41,9 +42,9 @@ from smoother.checkpoint import (
     set_rng_state,
 )
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
-from smoother.detail import detail_band, gated_recursion
 from smoother.losses import smoother_losses
 from smoother.model import ResidualSmoother
+from smoother.temporal_filter import detail_band, gated_recursion
 from steadydepth.config import Config
 from steadydepth.errors import InputError
 
@@ -148,7 +149,7 @@ def train(
     step, recent = 0, deque(maxlen=20)
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        saved = Config.model_validate(ckpt["config"])
+        saved = checkpoint_config(ckpt, ckpt_path)
         if saved.smoother != cfg.smoother:
             raise InputError(
                 f"checkpoint {ckpt_path} was trained with another smoother config; "
@@ -192,7 +193,7 @@ def train(
         while step < end:
             batch = sampler.sample().to(device)
             context, window = batch.split()
-            noise = unseen_noise(batch.depth, tc.detail_noise if cfg.smoother.detail_filter else 0.0)
+            noise = unseen_noise(batch.depth, tc.hidden_noise if cfg.smoother.temporal_filter != "off" else 0.0)
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
                 residual = _forward(model, context, window, noise)
             losses = smoother_losses(
@@ -238,8 +239,8 @@ def unseen_noise(depth: torch.Tensor, max_std: float) -> torch.Tensor:
     """Per-pixel log-noise (B, N, 1, h, w), std drawn per item in [0, max_std] (torch's CPU RNG: resumable).
 
     At store resolution the teacher has noise finer than the model grid, which the model never sees (the grid
-    averages it away) and which only the detail filter can remove. Training reproduces that on the grid: this
-    noise joins the teacher the losses judge and the detail band the filter smooths, but not the model's input.
+    averages it away) and which only the temporal filter can remove. Training reproduces that on the grid: this
+    noise joins the teacher the losses judge and what the filter smooths, but not the model's input.
     """
     if max_std == 0:
         return torch.zeros_like(depth)
@@ -251,9 +252,10 @@ def _forward(
     model: ResidualSmoother, context: Batch | None, window: Batch, noise: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus `noise`:
-    the residual plus the detail filter's change (smoother/detail.py; detail = the band one octave below the grid
-    plus the unseen noise). Burn-in frames run without gradients, then the window continues from their model
+    the residual passed through the gated temporal filter (smoother/temporal_filter.py), whose input holds the
+    noise the model did not see. Burn-in frames run without gradients, then the window continues from their model
     and filter state."""
+    cfg = model.cfg
     state, prev, parts, first = None, None, [], 0
     for part, grad in ((context, False), (window, True)):
         if part is None:
@@ -261,14 +263,19 @@ def _forward(
         n = part.depth.shape[1]
         with torch.set_grad_enabled(grad):
             out = model(part.depth, part.confidence, part.rgb, state=state)
-            if not model.cfg.detail_filter:  # k ≡ 0: the filter would pass the detail through unchanged
-                parts.append(out.residual)
-            else:
-                detail = detail_band(part.depth.clamp_min(1e-6).log())
-                if noise is not None:
-                    detail = detail + noise[:, first : first + n]
-                filtered, prev = gated_recursion(detail, out.keep, prev)
+            log_d = part.depth.clamp_min(1e-6).log()
+            seen = log_d
+            if noise is not None:
+                log_d = log_d + noise[:, first : first + n]
+            if cfg.temporal_filter == "full":
+                filtered, prev = gated_recursion(log_d + out.residual, out.keep, prev, cfg.filter_reset)
+                parts.append(filtered - log_d)
+            elif cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
+                detail = detail_band(seen) + (log_d - seen)
+                filtered, prev = gated_recursion(detail, out.keep, prev, cfg.filter_reset)
                 parts.append(out.residual + (filtered - detail))
+            else:  # k ≡ 0: the filter would pass everything through unchanged
+                parts.append(out.residual)
         state, first = out.state, first + n
     return torch.cat(parts, dim=1)
 

@@ -122,8 +122,13 @@ class SmootherConfig(_Section):
     chunk_size: int = Field(default=16, ge=1)
     depth_long_edge: int = Field(default=64, ge=8, description="resolution the SSM works at")
     use_features: bool = True
-    detail_filter: bool = Field(
-        default=True, description="model-gated recursive filter on the detail finer than the grid (smoother/detail.py)"
+    temporal_filter: Literal["full", "detail", "off"] = Field(
+        default="full",
+        description="model-gated recursive filter at store resolution (smoother/temporal_filter.py): on all of "
+        "log-depth, only on the detail finer than the grid, or off",
+    )
+    filter_reset: float = Field(
+        default=0.2, ge=0, description="|log-depth innovation| scale that shuts the filter's gate per pixel (0 = off)"
     )
 
 
@@ -138,8 +143,8 @@ class TrainConfig(_Section):
     )
     flip: bool = Field(default=True, description="random horizontal flips")
     max_stride: int = Field(default=3, ge=1, le=8, description="random frame stride 1..max_stride (faster motion)")
-    detail_noise: float = Field(
-        default=0.02, ge=0, description="max std of per-pixel log-noise hidden from the model (trains the detail gate)"
+    hidden_noise: float = Field(
+        default=0.02, ge=0, description="max std of per-pixel log-noise hidden from the model (trains the filter gate)"
     )
     burn_in: int = Field(
         default=48, ge=0, description="up to this many context frames run without gradients before each window"
@@ -240,6 +245,14 @@ class LossConfig(_Section):
     accel_rgb_tau: float = Field(default=0.1, gt=0, description="looser |Δ RGB| scale gating temporal_accel")
     edge_k: float = Field(default=10.0, ge=0, description="smoothness weight exp(-edge_k·|∇ log teacher|)")
     eps: float = Field(default=1e-3, gt=0, description="Charbonnier ε of the robust penalties (log-depth)")
+    anchor_mean: bool = Field(
+        default=True, description="anchor pixels static over the whole window to the teacher's mean there"
+    )
+    still_depth_tau: float = Field(default=0.15, gt=0, description="|log-depth change| scale of the whole-window test")
+    still_rgb_tau: float = Field(default=0.05, gt=0, description="|RGB change| scale of the whole-window test")
+    still_camera_tau: float = Field(
+        default=0.01, gt=0, description="frame-median |RGB change| scale at which the whole camera counts as moving"
+    )
 
 
 class Config(_Section):

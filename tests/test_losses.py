@@ -9,7 +9,7 @@ from smoother.losses import TERMS, charbonnier, motion_weights, smoother_losses
 from smoother.model import ResidualSmoother
 from steadydepth.config import LossConfig, SmootherConfig
 
-CFG = LossConfig()
+CFG = LossConfig(anchor_mean=False)  # the per-frame anchor; the mean anchor has its own tests below
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -177,3 +177,44 @@ def test_context_frames_get_no_loss_of_their_own_but_anchor_the_window():
     assert with_ctx["temporal_static"] > alone["temporal_static"]
     full = smoother_losses(residual, depth, CFG)
     assert full["anchor"] > with_ctx["anchor"]  # without `first` the context's residual would count
+
+
+def test_still_weight_is_one_on_a_still_scene_and_zero_where_something_arrives():
+    from smoother.losses import still_weight
+
+    depth = _jitter(_scene(n=8), std=0.05)  # frame-wide jitter only: the same surfaces throughout
+    valid = torch.ones(1, 8, dtype=torch.bool)
+    w = still_weight(depth.log(), None, valid, CFG)
+    assert w.shape == (1, 1, 1, 8, 10) and bool((w > 0.999).all())
+    moved = depth.clone()
+    moved[:, 5:, :, :2, :2] *= 0.5  # an object enters the top-left corner at frame 5
+    w = still_weight(moved.log(), None, valid, CFG)
+    assert w[..., :2, :2].max() < 1e-3 and w[..., 4:, 4:].min() > 0.999
+    valid[:, 5:] = False  # ...in frames that are padding: ignored
+    assert still_weight(moved.log(), None, valid, CFG).min() > 0.999
+    rgb = torch.zeros(1, 8, 3, 8, 10)
+    rgb[:, 7:, :, -1, -1] = 0.3  # the last frame changes colour at one pixel
+    w = still_weight(depth.log(), rgb, torch.ones(1, 8, dtype=torch.bool), CFG)
+    assert w[..., -1, -1].item() < 1e-3 and w[..., 0, 0].item() > 0.999
+    pan = torch.linspace(0, 0.03, 8)[None, :, None, None, None].expand(1, 8, 3, 8, 10)  # the whole frame drifts
+    w = still_weight(depth.log(), pan, torch.ones(1, 8, dtype=torch.bool), CFG)
+    assert w.max() < 1e-3  # a slowly moving camera: nothing is still, though each pixel changes by only 0.03
+
+
+def test_anchor_mean_anchors_still_pixels_to_the_teacher_mean():
+    cfg = CFG.model_copy(update={"anchor_mean": True})
+    const = _scene(n=8)
+    jit = _jitter(const, std=0.05, seed=3)
+    log_mean = jit.log().mean(dim=1, keepdim=True)
+    to_mean = log_mean - jit.log()  # the residual that outputs the teacher's temporal mean
+    assert smoother_losses(to_mean, jit, cfg)["anchor"].item() == pytest.approx(0.0, abs=1e-6)
+    assert smoother_losses(to_mean, jit, CFG)["anchor"].item() > 0.02  # the frame anchor charges for it
+    # identity costs the teacher's spread around its mean under the mean anchor
+    assert smoother_losses(torch.zeros_like(jit), jit, cfg)["anchor"].item() > 0.02
+    # where something moves, the mean anchor is the frame anchor
+    moved = jit.clone()
+    moved[:, 5:] *= torch.where(torch.arange(10) < 3, 0.5, 1.0)  # the left 3 columns change depth at frame 5
+    a = smoother_losses(torch.zeros_like(moved), moved, cfg)["anchor"]
+    b = smoother_losses(torch.zeros_like(moved), moved, CFG)["anchor"]
+    still_only = smoother_losses(torch.zeros_like(jit), jit, cfg)["anchor"].item()
+    assert b.item() == 0.0 and a.item() == pytest.approx(0.7 * still_only, rel=1e-3)  # 7 of 10 columns still

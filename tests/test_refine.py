@@ -10,10 +10,10 @@ import pytest
 import torch
 import zarr
 
-from smoother.detail import gated_recursion
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
 from smoother.refine import refine_store
+from smoother.temporal_filter import gated_recursion
 from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.config import SmootherConfig
 from steadydepth.errors import StoreError
@@ -73,16 +73,16 @@ def teacher(tmp_path_factory) -> tuple[str, dict[str, np.ndarray]]:
     return uri, frames
 
 
-def _model(seed: int | None = 1, dtype: torch.dtype = torch.float32) -> ResidualSmoother:
+def _model(seed: int | None = 1, dtype: torch.dtype = torch.float32, cfg: SmootherConfig = CFG) -> ResidualSmoother:
     """A small smoother; with a seed its head is randomised (a 'trained' model whose output is not zero)."""
     torch.manual_seed(0)
-    model = ResidualSmoother(CFG).to(dtype).eval()
+    model = ResidualSmoother(cfg).to(dtype).eval()
     if seed is not None:
         torch.manual_seed(seed)
         torch.nn.init.normal_(model.head.weight, std=0.3)
         torch.nn.init.normal_(model.head.bias, std=0.05)
         with torch.no_grad():
-            model.head.bias[1] = 0.5  # the detail filter's gate k: partly open, so the filter is exercised
+            model.head.bias[1] = 0.5  # the filter's gate k: partly open, so the filter is exercised
     return model
 
 
@@ -118,11 +118,13 @@ def test_untrained_model_reproduces_the_teacher_exactly(teacher, tmp_path):
     assert refined.chunk_frames == CHUNK
 
 
+@pytest.mark.parametrize("band", ["full", "detail"])
 @pytest.mark.parametrize("chunk_frames", [None, 3])
-def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_path, monkeypatch, chunk_frames):
+def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_path, monkeypatch, chunk_frames, band):
     uri, frames = teacher
     before = _tree_digest(uri)
-    model = _model(dtype=torch.float64)  # float64: streaming == window up to rounding, not up to fp32 noise
+    cfg = CFG.model_copy(update={"temporal_filter": band})
+    model = _model(dtype=torch.float64, cfg=cfg)  # float64: streaming == window up to rounding, not up to fp32 noise
     reads: list[tuple[int, int]] = []
     real_read = DepthStore.read
 
@@ -152,11 +154,15 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_pa
         out = model(small[None, :, None], conf[None, :, None], rgb[None])
     log_hr = torch.from_numpy(frames["depth"]).double().log()
     residual = guided_upsample(out.residual[0, :, 0], small.log(), log_hr)
-    detail = log_hr - upsample_bilinear(small.log(), (H, W))  # the detail filter over all frames at once
     keep = upsample_bilinear(out.keep[0, :, 0], (H, W))
     assert 0.1 < keep.mean() < 0.9  # the filter does something
-    filtered, _ = gated_recursion(detail[None], keep[None])
-    residual = residual + (filtered[0] - detail)
+    if band == "full":  # the filter over all frames at once, on all of the corrected log-depth
+        filtered, _ = gated_recursion((log_hr + residual)[None], keep[None], reset=cfg.filter_reset)
+        residual = filtered[0] - log_hr
+    else:  # ... on the detail finer than the grid
+        detail = log_hr - upsample_bilinear(small.log(), (H, W))
+        filtered, _ = gated_recursion(detail[None], keep[None], reset=cfg.filter_reset)
+        residual = residual + (filtered[0] - detail)
     expected = (torch.from_numpy(frames["depth"]).double() * torch.exp(residual)).float().numpy()
     assert residual.abs().max() > 0.05  # a non-trivial comparison
 
@@ -236,7 +242,7 @@ def test_teacher_store_without_optional_variables(tmp_path):
     store.finalize()
     model = ResidualSmoother(CFG.model_copy(update={"use_features": False}))
     with torch.no_grad():
-        model.head.bias[0] = 0.05  # a constant ΔD, detail filter closed (k = 0)
+        model.head.bias[0] = 0.05  # a constant ΔD, temporal filter closed (k = 0)
     result = refine_store(uri, None, model)
     refined = DepthStore.open(result.uri)
     assert refined.variables == ("depth", "K", "timestamp", "frame_index") and refined.chunk_frames == 8

@@ -104,6 +104,15 @@ def test_checkpoint_round_trip_and_result(tmp_path):
     _assert_same(model.state_dict(), ckpt["model"])
     with pytest.raises(InputError):
         load_smoother(tmp_path / "missing.pt")
+    # a checkpoint from a version whose config had another field: one clear line, for loading and for resuming
+    ckpt["config"]["smoother"]["detail_filter"] = True
+    old = tmp_path / "old" / "last.pt"
+    old.parent.mkdir()
+    torch.save(ckpt, old)
+    with pytest.raises(InputError, match=r"old/last.pt was written by another version.*smoother.detail_filter"):
+        load_smoother(old)
+    with pytest.raises(InputError, match="another version"):
+        train(_cfg(steps=4), [uri], str(old.parent))
 
 
 def test_param_groups_and_schedule():
@@ -126,10 +135,10 @@ def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path):
     torch.manual_seed(0)
     model = ResidualSmoother(TINY)
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-trivial residual
-    torch.nn.init.constant_(model.head.bias, 0.5)  # and an open detail filter (k ≈ 0.5)
+    torch.nn.init.constant_(model.head.bias, 0.5)  # and an open temporal filter (k ≈ 0.5)
     context, window = batch.split()
     residual = _forward(model, context, window)
-    one_pass = _forward(model, None, batch)  # the model and the detail filter over all frames at once
+    one_pass = _forward(model, None, batch)  # the model and the temporal filter over all frames at once
     torch.testing.assert_close(residual, one_pass, rtol=1e-4, atol=1e-5)
     k = batch.context
     (g_context,) = torch.autograd.grad(residual[:, :k].sum(), model.head.weight, retain_graph=True)

@@ -1,11 +1,11 @@
-"""The detail filter: the band split and the gated recursion on hand-made cases."""
+"""The temporal filter: the band split and the gated recursion on hand-made cases."""
 
 from __future__ import annotations
 
 import torch
 
-from smoother.detail import detail_band, gated_recursion
 from smoother.model import ResidualSmoother
+from smoother.temporal_filter import detail_band, gated_recursion
 from steadydepth.config import SmootherConfig
 
 
@@ -45,7 +45,7 @@ def test_gated_recursion_in_chunks_equals_one_pass():
 def test_model_gate_is_closed_at_init_and_off_when_disabled():
     depth = 1 + torch.rand(1, 5, 1, 6, 8, generator=torch.Generator().manual_seed(2))
     assert torch.equal(ResidualSmoother(SmootherConfig())(depth).keep, torch.zeros_like(depth))
-    model = ResidualSmoother(SmootherConfig(detail_filter=False))
+    model = ResidualSmoother(SmootherConfig(temporal_filter="off"))
     torch.nn.init.constant_(model.head.bias, 0.7)
     assert torch.equal(model(depth).keep, torch.zeros_like(depth))
     model = ResidualSmoother(SmootherConfig())
@@ -77,3 +77,18 @@ def test_unseen_noise_is_bounded_seeded_and_off_at_zero():
     assert torch.equal(a, unseen_noise(depth, 0.02))  # from torch's RNG, which checkpoints save
     stds = a.flatten(1).std(dim=1)
     assert a.shape == depth.shape and bool((stds < 0.021).all()) and stds.max() > 0.002
+
+
+def test_reset_shuts_the_gate_where_the_value_jumps():
+    # pixel 0 holds still with a little noise, pixel 1 jumps by 0.5 (a moving edge) at frame 2
+    x = torch.tensor([[1.0, 1.0], [1.02, 1.0], [0.98, 1.5], [1.0, 1.5]]).reshape(1, 4, 2)
+    keep = torch.full_like(x, 0.9)
+    y, _ = gated_recursion(x, keep, reset=0.15)
+    plain, _ = gated_recursion(x, keep)
+    # the still pixel is filtered almost as without the reset (its innovations are ≪ 0.15)
+    torch.testing.assert_close(y[0, :, 0], plain[0, :, 0], atol=2e-3, rtol=0)
+    # the jump: gain 1 − 0.9·exp(−(0.5/0.15)²) ≈ 1, so the filter takes the new value at once; without the
+    # reset it would lag at 1.05
+    assert abs(y[0, 2, 1].item() - 1.5) < 1e-4 and abs(plain[0, 2, 1].item() - 1.05) < 1e-6
+    z, _ = gated_recursion(x, torch.zeros_like(x), reset=0.15)
+    assert torch.equal(z, x)  # k = 0 stays the identity

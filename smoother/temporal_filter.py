@@ -1,0 +1,59 @@
+"""The model-gated temporal filter: a per-pixel recursive filter at full resolution whose gate the model predicts.
+
+The SSM works on a small grid (64 px on the long edge), so its residual r is smooth: it removes frame-wide and
+smooth flicker, but cannot average per-pixel noise finer than one grid cell, nor, without a long memory of its
+own, the slow drift of a still pixel. So the corrected log-depth x = ℓ + r goes through a recursive filter whose
+gate k ∈ [0, 1] the model predicts on its grid from everything it knows (motion cues, history), upsampled:
+
+    y_t = κ_t · y_{t−1} + (1 − κ_t) · x_t,   κ_t = k_t · exp(−((x_t − y_{t−1}) / τ)²)     (y_{−1} = x_0)
+    ℓ_refined = y
+
+k = 0 passes x through (an untrained model, whose head is zero, returns the teacher exactly); k → 1 holds it
+(still pixels: flicker, noise and drift average out). The filter is not motion-compensated, so the model must
+open the gate where the camera or objects move; the reset term (τ = SmootherConfig.filter_reset) does that
+per pixel where the value jumps by more than ~τ from the estimate (a moving edge, a disocclusion), finer than
+the grid the model sees. Like a motion-gated EMA, but with a gate learned from the losses.
+
+SmootherConfig.temporal_filter = "detail" applies the filter only to the band finer than the grid (x = ℓ −
+bilinear(ℓ on the grid), the residual added unfiltered); "off" disables it. Training applies the filter on the
+model grid (the detail band one octave below it, `detail_band`); refinement applies it at store resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def detail_band(log_d: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Fine detail of log-depth (..., H, W): log_d minus its `factor`× coarser copy, upsampled back (bilinear).
+
+    Used in training, where the model grid plays the role of full resolution.
+    """
+    lead, (h, w) = log_d.shape[:-2], log_d.shape[-2:]
+    x = log_d.reshape(-1, 1, h, w)
+    coarse = F.avg_pool2d(x, factor, ceil_mode=True, count_include_pad=False)
+    low = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return (x - low).reshape(*lead, h, w)
+
+
+def gated_recursion(
+    x: torch.Tensor, keep: torch.Tensor, prev: torch.Tensor | None = None, reset: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """y_t = κ_t · y_{t−1} + (1 − κ_t) · x_t along dim 1, κ_t = keep_t · exp(−((x_t − y_{t−1}) / reset)²).
+
+    x, keep (B, N, ...) with keep in [0, 1]; prev (B, ...) the filtered value of the frame before the first, or
+    None at a video's start (then y_{−1} = x_0, so frame 0 passes unchanged); reset 0 = no reset term.
+    Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for the next call.
+    A Python loop over frames: N is a window (training) or a chunk (refinement), and each step is one fused
+    elementwise update.
+    """
+    y = x[:, 0] if prev is None else prev
+    out = []
+    for t in range(x.shape[1]):
+        k = keep[:, t]
+        if reset > 0:  # a pixel whose value jumped (motion, disocclusion) takes the new value
+            k = k * torch.exp(-(((x[:, t] - y).detach() / reset) ** 2))
+        y = k * y + (1 - k) * x[:, t]
+        out.append(y)
+    return torch.stack(out, dim=1), y
