@@ -14,6 +14,7 @@ with `evaluate_dataset` against GT, valid 1 mm–10 m, no alignment):
   the band finer than the grid) / "off" (only the grid residual; smoother/temporal_filter.py);
 - no filter reset: SmootherConfig.filter_reset=0 (the gate alone decides where to hold);
 - frame anchor: LossConfig.anchor_mean=False (still pixels anchored to each frame, not the teacher's mean);
+- no pre-roll: SmootherConfig.preroll=0 (refinement starts cold at frame 0; the same training);
 - no burn-in: TrainConfig.burn_in=0 (every window starts from a fresh state);
 - no long-span loss: LossConfig.temporal_long=0;
 - window 32: TrainConfig.window (frames per training window with gradients);
@@ -62,6 +63,7 @@ def variants(quick: bool) -> dict[str, dict[str, Any]]:
         "no temporal filter": {"smoother": {"temporal_filter": "off"}},
         "no filter reset": {"smoother": {"filter_reset": 0.0}},
         "frame anchor": {"loss": {"anchor_mean": False}},
+        "no pre-roll": {"smoother": {"preroll": 0}},
         "no burn-in": {"train": {"burn_in": 0}},
         "no long-span loss": {"loss": {"temporal_long": 0.0}},
         "window 32": {"train": {"window": 32}},

@@ -6,6 +6,9 @@
                                      (smoother/temporal_filter.py) ─▶ refined log-depth
     refined depth = teacher depth · exp(refined log-depth − log teacher)  ─▶  <root>/<name>.refined.zarr
 
+Pre-roll: before frame 0 the model and the filter run over frames `preroll`−1, …, 1 played backwards, nothing
+written, so the first frames start from a warm state (SmootherConfig.preroll; 0 = cold start).
+
 Streaming: one store chunk at a time is read, refined and written; the model's `SmootherState` and the
 temporal filter's last frame carry the past across chunks, so the result equals one model call over the whole
 video, and memory holds one chunk plus the fixed-size state however long the video is.
@@ -306,6 +309,45 @@ def refine_chunk(
     return (refined, residual), state
 
 
+def _preroll(
+    teacher: DepthStore,
+    model: ResidualSmoother,
+    inputs: list[str],
+    grid: tuple[int, int],
+    step: int,
+    radius: int,
+    eps: float,
+    device: torch.device,
+) -> StreamState:
+    """The state at frame 0 after playing frames k−1, …, 1 (k = cfg.preroll) through the model and the filter.
+
+    A stored video is refined offline, so frame 0 need not start cold: played backwards, the first frames are a
+    continuous video ending next to frame 0, and the filter then starts from an estimate that has seen them
+    (without it the first frames pass almost unfiltered and a start-up error lingers). Read `step` frames at a
+    time, like the chunks. Deterministic, so a resumed run replays it identically.
+    """
+    stream = StreamState()
+    stop = min(model.cfg.preroll, teacher.num_frames)  # frames 1..stop−1, last to first
+    while stop > 1:
+        start = max(1, stop - step)
+        data = teacher.read(start, stop, inputs)
+        back = {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
+        _, stream = refine_chunk(
+            model,
+            torch.from_numpy(back["depth"]),
+            back.get("confidence"),
+            back.get("rgb"),
+            stream,
+            grid,
+            radius=radius,
+            eps=eps,
+            device=device,
+            replay=True,
+        )
+        stop = start
+    return stream
+
+
 def _run(
     teacher: DepthStore,
     refined: DepthStore,
@@ -331,6 +373,7 @@ def _run(
     stream = StreamState()
     try:
         with torch.inference_mode():
+            stream = _preroll(teacher, model, inputs, grid, refined.chunk_frames, radius, eps, device)
             for i in range(max(missing) + 1):  # chunks after the last missing one need no state
                 start, stop = refined.chunk_bounds(i)
                 write = i in missing

@@ -130,6 +130,11 @@ class SmootherConfig(_Section):
     filter_reset: float = Field(
         default=0.2, ge=0, description="|log-depth innovation| scale that shuts the filter's gate per pixel (0 = off)"
     )
+    preroll: int = Field(
+        default=16,
+        ge=0,
+        description="refinement first plays frames preroll−1..1 backwards, so frame 0 starts from a warm state",
+    )
 
 
 class TrainConfig(_Section):

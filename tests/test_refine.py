@@ -118,12 +118,15 @@ def test_untrained_model_reproduces_the_teacher_exactly(teacher, tmp_path):
     assert refined.chunk_frames == CHUNK
 
 
-@pytest.mark.parametrize("band", ["full", "detail"])
-@pytest.mark.parametrize("chunk_frames", [None, 3])
-def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_path, monkeypatch, chunk_frames, band):
+@pytest.mark.parametrize(
+    ("chunk_frames", "band", "preroll"), [(None, "full", 16), (3, "full", 16), (3, "detail", 16), (3, "full", 0)]
+)
+def test_streaming_refine_equals_one_window_over_the_whole_video(
+    teacher, tmp_path, monkeypatch, chunk_frames, band, preroll
+):
     uri, frames = teacher
     before = _tree_digest(uri)
-    cfg = CFG.model_copy(update={"temporal_filter": band})
+    cfg = CFG.model_copy(update={"temporal_filter": band, "preroll": preroll})
     model = _model(dtype=torch.float64, cfg=cfg)  # float64: streaming == window up to rounding, not up to fp32 noise
     reads: list[tuple[int, int]] = []
     real_read = DepthStore.read
@@ -145,14 +148,16 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_pa
     assert max(b - a for a, b in reads) <= step  # streamed: never more than one chunk in memory
     assert progress[-1] == (N, N)
 
-    # the reference: one model call over all 20 frames at the grid, then the same upsampling
+    # the reference: one model call over the pre-roll (frames preroll−1..1 backwards) and all 20 frames at the
+    # grid, the same upsampling and filter, then the last 20 frames
+    order = np.r_[np.arange(preroll - 1, 0, -1), np.arange(N)]
     grid = model_grid_size(H, W, CFG.depth_long_edge)
-    small = downsample_depth(frames["depth"], grid).double()
-    conf = downsample_confidence(frames["confidence"], grid).double()
-    rgb = downsample_rgb(frames["rgb"], grid).double()
+    small = downsample_depth(frames["depth"][order], grid).double()
+    conf = downsample_confidence(frames["confidence"][order], grid).double()
+    rgb = downsample_rgb(frames["rgb"][order], grid).double()
     with torch.no_grad():
         out = model(small[None, :, None], conf[None, :, None], rgb[None])
-    log_hr = torch.from_numpy(frames["depth"]).double().log()
+    log_hr = torch.from_numpy(frames["depth"][order]).double().log()
     residual = guided_upsample(out.residual[0, :, 0], small.log(), log_hr)
     keep = upsample_bilinear(out.keep[0, :, 0], (H, W))
     assert 0.1 < keep.mean() < 0.9  # the filter does something
@@ -163,6 +168,7 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(teacher, tmp_pa
         detail = log_hr - upsample_bilinear(small.log(), (H, W))
         filtered, _ = gated_recursion(detail[None], keep[None], reset=cfg.filter_reset)
         residual = residual + (filtered[0] - detail)
+    residual = residual[len(order) - N :]
     expected = (torch.from_numpy(frames["depth"]).double() * torch.exp(residual)).float().numpy()
     assert residual.abs().max() > 0.05  # a non-trivial comparison
 
