@@ -17,10 +17,11 @@ log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier
     total           = Σ_i w_i · term_i                                       (weights from LossConfig)
 
 c is the teacher confidence (1 without one). The anchor's target ℓ* is the teacher ℓ, except with `anchor_mean`
-on pixels still over the whole sequence (context + window): there it is the teacher's temporal mean ℓ̄ there,
-weighted by w = `still_weight` (every frame against the first: exp(−max_t [(m_t/τ)² + (g_t/τ_rgb)²]), m and g as
-below but cumulative). The truth of a still pixel does not change, so the mean is as much "the teacher" as any
-one frame, and it lets the model average the teacher's flicker and slow drift instead of paying anchor for it.
+on pixels still over the whole sequence (context + window): there it is the teacher's temporal mean ℓ̄, weighted
+by w = `still_weight` (every frame against the first, m and g as below but cumulative, plus the frame median of
+g, so that a slowly moving camera never counts as still). The truth of a still pixel does not change, so the mean
+is as much "the teacher" as any one frame, and it lets the model average the teacher's flicker and slow drift
+instead of paying anchor for it.
 
 The motion cue decides what is static between frames t−1, t:
 
