@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -309,43 +309,20 @@ def refine_chunk(
     return (refined, residual), state
 
 
-def _preroll(
-    teacher: DepthStore,
-    model: ResidualSmoother,
-    inputs: list[str],
-    grid: tuple[int, int],
-    step: int,
-    radius: int,
-    eps: float,
-    device: torch.device,
-) -> StreamState:
-    """The state at frame 0 after playing frames k−1, …, 1 (k = cfg.preroll) through the model and the filter.
+def _preroll_blocks(teacher: DepthStore, preroll: int, step: int, inputs: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Frames preroll−1, …, 1 of the teacher store, in that (backward) order, `step` frames per block.
 
     A stored video is refined offline, so frame 0 need not start cold: played backwards, the first frames are a
-    continuous video ending next to frame 0, and the filter then starts from an estimate that has seen them
-    (without it the first frames pass almost unfiltered and a start-up error lingers). Read `step` frames at a
-    time, like the chunks. Deterministic, so a resumed run replays it identically.
+    continuous video ending next to frame 0; run through the model and the filter (nothing written), they leave a
+    warm state for frame 0 (without it the first frames pass almost unfiltered and a start-up error lingers).
+    Deterministic, so a resumed run replays it identically.
     """
-    stream = StreamState()
-    stop = min(model.cfg.preroll, teacher.num_frames)  # frames 1..stop−1, last to first
+    stop = min(preroll, teacher.num_frames)
     while stop > 1:
         start = max(1, stop - step)
         data = teacher.read(start, stop, inputs)
-        back = {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
-        _, stream = refine_chunk(
-            model,
-            torch.from_numpy(back["depth"]),
-            back.get("confidence"),
-            back.get("rgb"),
-            stream,
-            grid,
-            radius=radius,
-            eps=eps,
-            device=device,
-            replay=True,
-        )
+        yield {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
         stop = start
-    return stream
 
 
 def _run(
@@ -370,26 +347,33 @@ def _run(
     copied = [v for v in refined.variables if v != "depth"]  # K, timestamp, frame_index + optional copies
     was_training = model.training
     model.eval()
+
+    def advance(data: dict[str, np.ndarray], stream: StreamState, replay: bool) -> tuple[Any, StreamState]:
+        """One block of frames through refine_chunk (replay: only the state, nothing returned to write)."""
+        depth = torch.from_numpy(data["depth"])
+        return refine_chunk(
+            model,
+            depth,
+            data.get("confidence"),
+            data.get("rgb"),
+            stream,
+            grid,
+            radius=radius,
+            eps=eps,
+            device=device,
+            replay=replay,
+        )
+
     stream = StreamState()
     try:
         with torch.inference_mode():
-            stream = _preroll(teacher, model, inputs, grid, refined.chunk_frames, radius, eps, device)
+            for data in _preroll_blocks(teacher, model.cfg.preroll, refined.chunk_frames, inputs):
+                _, stream = advance(data, stream, replay=True)
             for i in range(max(missing) + 1):  # chunks after the last missing one need no state
                 start, stop = refined.chunk_bounds(i)
                 write = i in missing
                 data = teacher.read(start, stop, [*inputs, *copied] if write else inputs)
-                result, stream = refine_chunk(
-                    model,
-                    torch.from_numpy(data["depth"]),
-                    data.get("confidence"),
-                    data.get("rgb"),
-                    stream,
-                    grid,
-                    radius=radius,
-                    eps=eps,
-                    device=device,
-                    replay=not write,
-                )
+                result, stream = advance(data, stream, replay=not write)
                 if result is None:
                     continue  # replay only: the state is all we need from a finished chunk
                 refined_depth, residual = result
