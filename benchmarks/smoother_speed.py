@@ -124,7 +124,7 @@ def bench_model_stream(model: ResidualSmoother, grid: tuple[int, int], device: t
 def bench_refine_compute(
     model: ResidualSmoother, frames: dict[str, np.ndarray], grid: tuple[int, int], device: torch.device, repeats: int
 ) -> float:
-    """ms/frame of refine_store's per-chunk arithmetic in memory (no zarr): grid, model, upsampling, detail
+    """ms/frame of refine_store's per-chunk arithmetic in memory (no zarr): grid, model, upsampling, temporal
     filter, exp."""
     chunk = {k: v[:STREAM_CHUNK] for k, v in frames.items()}
 

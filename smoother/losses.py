@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import torch
 
+from smoother.model import frame_median
 from steadydepth.config import LossConfig
 
 TERMS = (
@@ -91,7 +92,7 @@ def motion_weights(
     """
     with torch.no_grad():
         dlog = log_teacher[:, 1:] - log_teacher[:, :-1]  # (B, N−1, 1, H, W)
-        med = dlog.flatten(2).median(dim=2).values[:, :, None, None, None]  # frame-wide jump (B, N−1, 1, 1, 1)
+        med = frame_median(dlog)  # frame-wide jump (B, N−1, 1, 1, 1)
         depth_term = ((dlog - med) / cfg.motion_depth_tau) ** 2
         if rgb is None:
             drgb = torch.zeros_like(depth_term)
@@ -115,13 +116,13 @@ def still_weight(
     """
     with torch.no_grad():
         d = log_teacher - log_teacher[:, :1]
-        m = d - d.flatten(2).median(dim=2).values[:, :, None, None, None]
+        m = d - frame_median(d)
         cost = (m / cfg.still_depth_tau) ** 2
         if rgb is not None:
             g = (rgb - rgb[:, :1]).abs().mean(dim=2, keepdim=True)  # (B, N, 1, H, W)
             # A moving camera changes most of the frame, even where one pixel's depth and colour barely change
             # (a flat wall under a slow dolly): the frame median catches that; a still camera keeps it ≈ 0.
-            camera = g.flatten(2).median(dim=2).values[:, :, None, None, None]
+            camera = frame_median(g)
             cost = cost + (g / cfg.still_rgb_tau) ** 2 + (camera / cfg.still_camera_tau) ** 2
         cost = torch.where(valid[:, :, None, None, None], cost, torch.zeros_like(cost))
         return torch.exp(-cost.amax(dim=1, keepdim=True))
@@ -162,7 +163,7 @@ def smoother_losses(
         still = still_weight(log_t, None if rgb is None else rgb.float(), valid, cfg)
         w = valid.to(log_t.dtype)[:, :, None, None, None]
         mean = (log_t * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
-        anchored = log_r - (log_t + still * (mean - log_t))
+        anchored = log_r - (log_t + still * (mean - log_t))  # ℓ̂ − ℓ*
     else:
         anchored = residual
     terms["anchor"] = _masked_mean(conf * rho(anchored), frame_ok)

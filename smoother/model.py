@@ -82,7 +82,7 @@ class FeatureEncoder(nn.Module):
         return F.gelu(f + g[:, :, None, None])
 
 
-def _frame_median(x: torch.Tensor) -> torch.Tensor:
+def frame_median(x: torch.Tensor) -> torch.Tensor:
     """Per-frame median over pixels: (B, N, 1, H, W) → (B, N, 1, 1, 1)."""
     return x.flatten(2).median(dim=2).values[:, :, None, None, None]
 
@@ -133,9 +133,9 @@ class ResidualSmoother(nn.Module):
         dlog = log_d - torch.cat([prev, log_d[:, :-1]], dim=1)  # temporal change (0 at the first frame)
         # Did the whole frame jump? The median, not the mean: under a pan or a close object real depth
         # changes dominate the mean and would pass for scale flicker (the losses use the median too).
-        dlog_global = _frame_median(dlog)  # (B, N, 1, 1, 1)
+        dlog_global = frame_median(dlog)  # (B, N, 1, 1, 1)
         # How much moves locally once that jump is removed: ~0 for pure flicker, large under camera motion.
-        local_motion = _frame_median((dlog - dlog_global).abs())
+        local_motion = frame_median((dlog - dlog_global).abs())
         centred = log_d - log_d.mean(dim=(3, 4), keepdim=True)  # scene structure, scale-free
         frame_cues = torch.cat([dlog_global, local_motion], dim=2).expand(b, n, 2, h, w)
         pixel = torch.cat([dlog, frame_cues, centred, conf], dim=2)  # (B, N, 5, H, W)

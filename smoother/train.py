@@ -264,14 +264,13 @@ def _forward(
         with torch.set_grad_enabled(grad):
             out = model(part.depth, part.confidence, part.rgb, state=state)
             log_d = part.depth.clamp_min(1e-6).log()
-            seen = log_d
-            if noise is not None:
-                log_d = log_d + noise[:, first : first + n]
+            unseen = 0.0 if noise is None else noise[:, first : first + n]
             if cfg.temporal_filter == "full":
-                filtered, prev = gated_recursion(log_d + out.residual, out.keep, prev, cfg.filter_reset)
-                parts.append(filtered - log_d)
+                x = log_d + unseen  # the teacher the losses judge
+                filtered, prev = gated_recursion(x + out.residual, out.keep, prev, cfg.filter_reset)
+                parts.append(filtered - x)
             elif cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
-                detail = detail_band(seen) + (log_d - seen)
+                detail = detail_band(log_d) + unseen
                 filtered, prev = gated_recursion(detail, out.keep, prev, cfg.filter_reset)
                 parts.append(out.residual + (filtered - detail))
             else:  # k ≡ 0: the filter would pass everything through unchanged
