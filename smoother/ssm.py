@@ -74,6 +74,20 @@ def triton_ops() -> tuple[Callable, Callable] | None:
     return mamba_chunk_scan_combined, rmsnorm_fn
 
 
+CUDA_MAX_GRID_Y = 65535  # CUDA's limit on a launch grid's y and z sizes
+
+
+def fused_batch_slices(batch: int, length: int, chunk_size: int) -> list[slice]:
+    """Pieces of the batch for mamba-ssm's fused scan, each small enough to launch.
+
+    Its chunk kernels launch batch × ceil(length / chunk_size) blocks along the grid's y axis, which CUDA caps
+    at 65535; one sequence per pixel of a 73×128 grid over 128 frames is already over (Triton: "invalid
+    argument"). Sequences are independent, so scanning the batch in pieces changes nothing but the launches.
+    """
+    per = max(1, CUDA_MAX_GRID_Y // -(-length // chunk_size))
+    return [slice(start, min(start + per, batch)) for start in range(0, batch, per)]
+
+
 class GatedRMSNorm(nn.Module):
     """rmsnorm(x * silu(z)) * weight, normalised over groups of `group_size` channels (Mamba2's norm).
 
@@ -226,20 +240,25 @@ class Mamba2Block(nn.Module):
         if self._use_triton(u):
             chunk_scan, rmsnorm_fn = triton_ops()
             # dt_bias + softplus are fused in the kernel; z=None because the gate is applied in the norm
-            y, ssm_state = chunk_scan(
-                x,
-                dt,
-                A,
-                B,
-                C,
-                self.chunk_size,
-                D=self.D,
-                z=None,
-                dt_bias=self.dt_bias,
-                initial_states=ssm_state,
-                dt_softplus=True,
-                return_final_states=True,
-            )
+            pieces = [
+                chunk_scan(
+                    x[part],
+                    dt[part],
+                    A,
+                    B[part],
+                    C[part],
+                    self.chunk_size,
+                    D=self.D,
+                    z=None,
+                    dt_bias=self.dt_bias,
+                    initial_states=None if ssm_state is None else ssm_state[part],
+                    dt_softplus=True,
+                    return_final_states=True,
+                )
+                for part in fused_batch_slices(b, l, self.chunk_size)
+            ]
+            y = torch.cat([piece[0] for piece in pieces]) if len(pieces) > 1 else pieces[0][0]
+            ssm_state = torch.cat([piece[1] for piece in pieces]) if len(pieces) > 1 else pieces[0][1]
             y = rearrange(y, "b l h p -> b l (h p)")
             norm = self.norm
             y = rmsnorm_fn(y, norm.weight, None, z=z, eps=norm.eps, group_size=norm.group_size, norm_before_gate=False)

@@ -283,3 +283,17 @@ def test_fused_call_site_with_stand_in_kernels(monkeypatch):
         out_b, out_state = block(u[:, 6:], state)
     for got, want in ((out_a, ref_a), (out_b, ref_b), (out_state.ssm, ref_state.ssm)):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("batch", "length", "chunk", "pieces"),
+    [(9344, 128, 16, 2), (10, 50, 16, 1), (70000, 1, 16, 2), (3, 10**6, 8, 3)],  # 9344 = a 73×128 grid
+)
+def test_fused_batch_slices_cover_the_batch_within_cudas_grid_limit(batch, length, chunk, pieces):
+    parts = ssm.fused_batch_slices(batch, length, chunk)
+    assert len(parts) == pieces
+    assert parts[0].start == 0 and parts[-1].stop == batch  # contiguous, in order, no overlap:
+    assert all(a.stop == b.start for a, b in zip(parts[:-1], parts[1:], strict=True))
+    nchunks = -(-length // chunk)
+    # each piece launches within the limit (a single sequence longer than that is the kernel's own limit)
+    assert all(p.stop - p.start == 1 or (p.stop - p.start) * nchunks <= ssm.CUDA_MAX_GRID_Y for p in parts)
