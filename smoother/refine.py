@@ -30,7 +30,9 @@ import json
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -158,6 +160,7 @@ def refine_store(
     *,
     device: str | torch.device = "cpu",
     chunk_frames: int | None = None,
+    frames_per_call: int | None = None,
     attrs_extra: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
@@ -172,7 +175,8 @@ def refine_store(
     teacher_uri: a complete teacher store (only read, never modified).
     refined_uri: where to write; None → next to the teacher store (`refined_uri_for`). Must differ from it.
     model: moved to `device` ("auto" = CUDA when available) and run in eval mode in its own dtype.
-    chunk_frames: frames per refined chunk (the streaming unit); None → the teacher store's chunking.
+    chunk_frames: frames per refined chunk (the unit of writing and resume); None → the teacher store's chunking.
+    frames_per_call: frames per model call, rounded up to whole chunks; None → `default_frames_per_call`.
     attrs_extra: extra JSON-serialisable attrs for the refined store (e.g. the training run id).
     overwrite: replace an existing refined store of another model instead of raising StoreError.
     model_id: a human-readable name for the model recorded in the attrs; default "smoother-<model hash>".
@@ -230,7 +234,21 @@ def refine_store(
     missing = [] if refined.is_complete else refined.missing_chunks()
     stats = _StatsAccumulator() if residual_stats else None
     if missing:
-        _run(teacher, refined, model, dev, grid, set(missing), stats, on_progress, upsample_radius, upsample_eps)
+        per_call = frames_per_call or default_frames_per_call(dev, refined.chunk_frames)
+        chunks_per_call = max(1, -(-per_call // refined.chunk_frames))
+        _run(
+            teacher,
+            refined,
+            model,
+            dev,
+            grid,
+            set(missing),
+            chunks_per_call,
+            stats,
+            on_progress,
+            upsample_radius,
+            upsample_eps,
+        )
         refined.finalize()
     return RefineResult(
         uri=refined.uri,
@@ -277,18 +295,20 @@ def refine_chunk(
     """
     cfg = model.cfg
     dtype = next(model.parameters()).dtype
-    small = downsample_depth(depth, grid)  # (n, h, w)
+    # Copy the stored frames to the device once and downsample there (on a GPU the CPU resampling cost more
+    # than the model); rgb travels as uint8.
+    depth_dev = depth.to(device)
+    small = downsample_depth(depth_dev, grid)  # (n, h, w)
     conf = rgb_lr = None
     if confidence is not None:
-        conf = downsample_confidence(confidence, grid)[None, :, None].to(device, dtype)
+        conf = downsample_confidence(torch.from_numpy(confidence).to(device), grid)[None, :, None].to(dtype)
     if rgb is not None and cfg.use_features:
-        rgb_lr = downsample_rgb(rgb, grid)[None].to(device, dtype)  # (1, n, 3, h, w)
-    out = model(small[None, :, None].to(device, dtype), conf, rgb_lr, stream.model)  # (1, n, 1, h, w)
+        rgb_lr = downsample_rgb(torch.from_numpy(rgb).to(device), grid)[None].to(dtype)  # (1, n, 3, h, w)
+    out = model(small[None, :, None].to(dtype), conf, rgb_lr, stream.model)  # (1, n, 1, h, w)
     if replay and cfg.temporal_filter == "off":
         return None, StreamState(out.state, None)
-    depth_dev = depth.to(device)
     guide_hr = depth_dev.clamp_min(1e-6).log()
-    guide_lr = small.to(device).log()  # the log-depth the model saw
+    guide_lr = small.log()  # the log-depth the model saw
     size = tuple(guide_hr.shape[-2:])
     residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
     prev = None
@@ -309,20 +329,69 @@ def refine_chunk(
     return (refined, residual), state
 
 
-def _preroll_blocks(teacher: DepthStore, preroll: int, step: int, inputs: list[str]) -> Iterator[dict[str, np.ndarray]]:
-    """Frames preroll−1, …, 1 of the teacher store, in that (backward) order, `step` frames per block.
+def default_frames_per_call(device: torch.device, chunk_frames: int) -> int:
+    """Frames the model sees per call: one chunk on a CPU; on a GPU at least 64 (whole chunks).
+
+    On a GPU a call over a 16-frame chunk costs the same kernel launches as one over 64 frames, so longer calls
+    cut the per-frame time about threefold (docs/benchmarks-speed.md); the price is GPU memory for that many
+    store-resolution frames. On a CPU the cost is per frame, and one chunk keeps the memory smallest.
+    """
+    if device.type == "cuda":
+        return chunk_frames * max(1, -(-64 // chunk_frames))
+    return chunk_frames
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Frames [start, stop) read and run in one model call, and the refined chunks written from them."""
+
+    start: int
+    stop: int
+    write: tuple[int, ...] = ()  # chunks of the refined store to write (none: only advance the state)
+    backward: bool = False  # pre-roll: read in reverse order, never written
+
+
+def _preroll_blocks(num_frames: int, preroll: int, step: int) -> Iterator[_Block]:
+    """Frames preroll−1, …, 1 of the video in blocks of `step`, last block first (each is read backwards).
 
     A stored video is refined offline, so frame 0 need not start cold: played backwards, the first frames are a
     continuous video ending next to frame 0; run through the model and the filter (nothing written), they leave a
     warm state for frame 0 (without it the first frames pass almost unfiltered and a start-up error lingers).
     Deterministic, so a resumed run replays it identically.
     """
-    stop = min(preroll, teacher.num_frames)
+    stop = min(preroll, num_frames)
     while stop > 1:
         start = max(1, stop - step)
-        data = teacher.read(start, stop, inputs)
-        yield {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
+        yield _Block(start, stop, backward=True)
         stop = start
+
+
+def _blocks(refined: DepthStore, missing: set[int], chunks_per_call: int) -> list[_Block]:
+    """Runs of `chunks_per_call` chunks up to the last missing one (later chunks need no state)."""
+    last = max(missing)
+    blocks = []
+    for first in range(0, last + 1, chunks_per_call):
+        chunks = range(first, min(first + chunks_per_call, last + 1))
+        start, stop = refined.chunk_bounds(chunks[0])[0], refined.chunk_bounds(chunks[-1])[1]
+        blocks.append(_Block(start, stop, write=tuple(i for i in chunks if i in missing)))
+    return blocks
+
+
+def _prefetch(
+    read: Callable[[_Block], dict[str, np.ndarray]], blocks: list[_Block], ahead: int = 2
+) -> Iterator[tuple[_Block, dict[str, np.ndarray]]]:
+    """(block, data) in order, the next `ahead` blocks read in background threads while the caller computes.
+
+    Zarr decompresses outside the GIL, so reading overlaps the model and the reads overlap each other (on a GPU
+    the store I/O, not the model, sets the pace); `ahead` bounds the memory to that many blocks more.
+    """
+    with ThreadPoolExecutor(ahead, thread_name_prefix="refine-read") as pool:
+        queued = deque(pool.submit(read, block) for block in blocks[:ahead])
+        for i, block in enumerate(blocks):
+            data = queued.popleft().result()
+            if i + ahead < len(blocks):
+                queued.append(pool.submit(read, blocks[i + ahead]))
+            yield block, data
 
 
 def _run(
@@ -332,12 +401,17 @@ def _run(
     device: torch.device,
     grid: tuple[int, int],
     missing: set[int],
+    chunks_per_call: int,
     stats: _StatsAccumulator | None,
     on_progress: ProgressFn | None,
     radius: int,
     eps: float,
 ) -> None:
-    """Stream chunks 0..max(missing): run the model on all of them (state), upsample and write the missing."""
+    """Stream chunks 0..max(missing): run the model on all of them (state), upsample and write the missing.
+
+    Three things overlap: reading the next blocks (background threads), the model on this one, and writing the
+    last one (a background thread; one block at a time, and its error stops the run before anything later).
+    """
     model.to(device)
     inputs = ["depth"]
     if "confidence" in teacher.variables:
@@ -348,45 +422,68 @@ def _run(
     was_training = model.training
     model.eval()
 
-    def advance(data: dict[str, np.ndarray], stream: StreamState, replay: bool) -> tuple[Any, StreamState]:
-        """One block of frames through refine_chunk (replay: only the state, nothing returned to write)."""
-        depth = torch.from_numpy(data["depth"])
-        return refine_chunk(
-            model,
-            depth,
-            data.get("confidence"),
-            data.get("rgb"),
-            stream,
-            grid,
-            radius=radius,
-            eps=eps,
-            device=device,
-            replay=replay,
-        )
+    def read(block: _Block) -> dict[str, np.ndarray]:
+        data = teacher.read(block.start, block.stop, [*inputs, *copied] if block.write else inputs)
+        if block.backward:
+            data = {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
+        return data
 
+    def write(block: _Block, arrays: dict[str, np.ndarray]) -> None:
+        for i in block.write:
+            start, stop = refined.chunk_bounds(i)
+            refined.write_chunk(
+                i, **{name: values[start - block.start : stop - block.start] for name, values in arrays.items()}
+            )
+
+    def finish(block: _Block, writing: Future) -> None:
+        writing.result()  # raises the write's error, if any
+        if on_progress is not None:  # here, not in the writer thread: callbacks may need the caller's context
+            for i in block.write:
+                on_progress(refined.chunk_bounds(i)[1], refined.num_frames)
+
+    step = chunks_per_call * refined.chunk_frames
+    blocks = _blocks(refined, missing, chunks_per_call)
+    blocks[:0] = _preroll_blocks(teacher.num_frames, model.cfg.preroll, step)
     stream = StreamState()
+    pending: tuple[_Block, Future] | None = None  # the last block's write, overlapping the next block's compute
     try:
-        with torch.inference_mode():
-            for data in _preroll_blocks(teacher, model.cfg.preroll, refined.chunk_frames, inputs):
-                _, stream = advance(data, stream, replay=True)
-            for i in range(max(missing) + 1):  # chunks after the last missing one need no state
-                start, stop = refined.chunk_bounds(i)
-                write = i in missing
-                data = teacher.read(start, stop, [*inputs, *copied] if write else inputs)
-                result, stream = advance(data, stream, replay=not write)
+        with torch.inference_mode(), ThreadPoolExecutor(1, thread_name_prefix="refine-write") as writer:
+            for block, data in _prefetch(read, blocks):
+                result, stream = refine_chunk(
+                    model,
+                    torch.from_numpy(data["depth"]),
+                    data.get("confidence"),
+                    data.get("rgb"),
+                    stream,
+                    grid,
+                    radius=radius,
+                    eps=eps,
+                    device=device,
+                    replay=not block.write,
+                )
                 if result is None:
-                    continue  # replay only: the state is all we need from a finished chunk
+                    continue  # pre-roll or finished chunks: the state is all we need
                 refined_depth, residual = result
-                depth = refined_depth.cpu().numpy()
-                if not (np.isfinite(depth) & (depth > 0)).all():
+                if not bool((torch.isfinite(refined_depth) & (refined_depth > 0)).all()):
                     raise StoreError(
-                        f"refining {teacher.uri} frames {start}..{stop - 1} gave depth that is not finite and > 0 "
-                        f"(|ΔD| up to {float(residual.abs().max()):.3g}); the model is broken or diverged"
+                        f"refining {teacher.uri} frames {block.start}..{block.stop - 1} gave depth that is not "
+                        f"finite and > 0 (|ΔD| up to {float(residual.abs().max()):.3g}); the model is broken or "
+                        "diverged"
                     )
                 if stats is not None:
-                    stats.add(residual)
-                refined.write_chunk(i, depth=depth, **{v: data[v] for v in copied})
-                if on_progress is not None:
-                    on_progress(stop, refined.num_frames)
+                    stats.add(_written_frames(residual, block, refined))
+                arrays = {"depth": refined_depth.cpu().numpy()} | {v: data[v] for v in copied}
+                if pending is not None:
+                    finish(*pending)
+                pending = block, writer.submit(write, block, arrays)
+            if pending is not None:
+                finish(*pending)
     finally:
         model.train(was_training)
+
+
+def _written_frames(residual: torch.Tensor, block: _Block, refined: DepthStore) -> torch.Tensor:
+    """The frames of a block's (n, H, W) residual that go into missing chunks (resume skips the others)."""
+    keep = [torch.arange(a - block.start, b - block.start) for a, b in (refined.chunk_bounds(i) for i in block.write)]
+    index = torch.cat(keep).to(residual.device)
+    return residual if len(index) == residual.shape[0] else residual.index_select(0, index)

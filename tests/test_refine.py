@@ -12,7 +12,7 @@ import zarr
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
-from smoother.refine import refine_store
+from smoother.refine import _Block, _prefetch, refine_store
 from smoother.temporal_filter import gated_recursion
 from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.config import SmootherConfig
@@ -119,10 +119,18 @@ def test_untrained_model_reproduces_the_teacher_exactly(teacher, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("chunk_frames", "band", "preroll"), [(None, "full", 16), (3, "full", 16), (3, "detail", 16), (3, "full", 0)]
+    ("chunk_frames", "per_call", "band", "preroll"),
+    [
+        (None, None, "full", 16),
+        (3, None, "full", 16),
+        (3, None, "detail", 16),
+        (3, None, "full", 0),
+        (None, 8, "full", 16),  # two chunks per model call (as on a GPU)
+        (3, 7, "full", 5),  # rounded up to 3 chunks: calls of 9, 9 and 2 frames
+    ],
 )
 def test_streaming_refine_equals_one_window_over_the_whole_video(
-    teacher, tmp_path, monkeypatch, chunk_frames, band, preroll
+    teacher, tmp_path, monkeypatch, chunk_frames, per_call, band, preroll
 ):
     uri, frames = teacher
     before = _tree_digest(uri)
@@ -140,13 +148,19 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(
     progress: list[tuple[int, int]] = []
     out_uri = store_uri(str(tmp_path), "clip", kind="refined")
     result = refine_store(
-        uri, out_uri, model, chunk_frames=chunk_frames, on_progress=lambda d, t: progress.append((d, t))
+        uri,
+        out_uri,
+        model,
+        chunk_frames=chunk_frames,
+        frames_per_call=per_call,
+        on_progress=lambda d, t: progress.append((d, t)),
     )
     monkeypatch.undo()
 
-    step = chunk_frames or CHUNK
-    assert max(b - a for a, b in reads) <= step  # streamed: never more than one chunk in memory
-    assert progress[-1] == (N, N)
+    chunk = chunk_frames or CHUNK
+    step = -(-(per_call or chunk) // chunk) * chunk
+    assert max(b - a for a, b in reads) == step  # streamed: never more than one call's frames in memory
+    assert progress == [(min(stop, N), N) for stop in range(chunk, N + chunk, chunk)]  # each chunk, in order
 
     # the reference: one model call over the pre-roll (frames preroll−1..1 backwards) and all 20 frames at the
     # grid, the same upsampling and filter, then the last 20 frames
@@ -213,6 +227,59 @@ def test_resume_writes_only_missing_chunks_and_matches_an_uninterrupted_run(teac
 
     again = refine_store(uri, out_uri, model)  # finished: nothing to do
     assert again.chunks_written == 0 and again.residual_stats is None
+
+
+def test_resume_with_several_chunks_per_call_writes_only_the_missing_ones(teacher, tmp_path):
+    uri, _ = teacher
+    model = _model()
+    out_uri = str(tmp_path / "clip.refined.zarr")
+    reference = _read_all(refine_store(uri, out_uri, model, frames_per_call=2 * CHUNK).uri)["depth"]
+    group = zarr.open_group(out_uri, mode="r+")
+    group.attrs["complete"] = False
+    for i in (1, 3):  # two chunks "lost": one inside a call's block, one at its end
+        group["chunk_done"][i] = 0
+        a, b = DepthStore.open(out_uri, require_complete=False).chunk_bounds(i)
+        group["depth"][a:b] = 123.0
+
+    written: list[int] = []
+    result = refine_store(uri, out_uri, model, frames_per_call=2 * CHUNK, on_progress=lambda d, t: written.append(d))
+    assert written == [2 * CHUNK, 4 * CHUNK]
+    assert (result.chunks_written, result.residual_stats.frames) == (2, 2 * CHUNK)
+    np.testing.assert_array_equal(_read_all(out_uri)["depth"], reference)
+
+
+def test_a_failed_write_stops_the_run_and_keeps_the_chunks_before_it(teacher, tmp_path, monkeypatch):
+    uri, _ = teacher
+    real_write = DepthStore.write_chunk
+
+    def disk_full_at_chunk_two(self, i, **arrays):
+        if i == 2:
+            raise OSError("no space left on device")
+        return real_write(self, i, **arrays)
+
+    monkeypatch.setattr(DepthStore, "write_chunk", disk_full_at_chunk_two)
+    out_uri = str(tmp_path / "clip.refined.zarr")
+    with pytest.raises(OSError, match="no space left"):
+        refine_store(uri, out_uri, _model())
+    # the write runs beside the next chunk's compute, but its error stops the run before anything later is written
+    assert DepthStore.open(out_uri, require_complete=False).missing_chunks() == [2, 3, 4]
+
+
+def test_prefetch_yields_blocks_in_order_and_raises_a_read_error_at_its_block():
+    blocks = [_Block(i, i + 1, write=(i,)) for i in range(6)]
+    got = [(block.start, data["x"]) for block, data in _prefetch(lambda b: {"x": 10 * b.start}, blocks, ahead=2)]
+    assert got == [(i, 10 * i) for i in range(6)]
+
+    def unreadable_at_three(block):
+        if block.start == 3:
+            raise OSError("chunk 3 unreadable")
+        return {}
+
+    seen = []
+    with pytest.raises(OSError, match="chunk 3"):
+        for block, _ in _prefetch(unreadable_at_three, blocks, ahead=2):
+            seen.append(block.start)
+    assert seen == [0, 1, 2]
 
 
 def test_a_different_model_needs_overwrite(teacher, tmp_path):
