@@ -19,7 +19,8 @@ with `evaluate_dataset` against GT, valid 1 mm–10 m, no alignment):
 - no long-span loss: LossConfig.temporal_long=0;
 - window 32: TrainConfig.window (frames per training window with gradients);
 - fused vs reference SSM: the mamba-ssm Triton scan against the PyTorch scan, same weights (CUDA only; skipped
-  with a message without CUDA or mamba-ssm).
+  with a message without CUDA or mamba-ssm). `--fused-only CHECKPOINT STORE...` runs just these rows, for a
+  GPU machine given a checkpoint and teacher stores made elsewhere.
 The default run (5 videos × 32 frames at 96×160, 50 steps per training) takes about 20–25 min on 2 CPU cores;
 --quick is a smoke run (2 tiny videos, 3 steps, three rows). Short trainings rank choices; they do not give
 the converged numbers (benchmarks/quality.py does).
@@ -155,7 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="training steps per variant")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 videos × 12 frames at 48×64, 3 steps")
+    p.add_argument(
+        "--fused-only",
+        nargs="+",
+        metavar=("CHECKPOINT", "STORE"),
+        help="only the fused-vs-reference rows: a checkpoint and teacher store(s) (on a GPU machine)",
+    )
     args = p.parse_args(argv)
+    if args.fused_only:
+        if len(args.fused_only) < 2:
+            p.error("--fused-only takes a checkpoint and at least one teacher store")
+        ckpt, *stores = args.fused_only
+        out = Path(args.out) / "fused"
+        print("\n".join(fused_vs_reference(ckpt, stores, out, EvaluateConfig(max_depth=10.0))))
+        return 0
 
     t0 = time.perf_counter()
     out = Path(args.out) / ("quick" if args.quick else "default")

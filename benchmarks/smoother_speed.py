@@ -7,16 +7,19 @@ Prints a markdown table. Per store resolution (H×W) and model grid (SmootherCon
 
 - model fps: streaming inference of ResidualSmoother alone on the grid, chunks of 16 frames, state carried;
 - refine ms/frame: what `refine_store` computes per frame, in memory: downsample depth, confidence and RGB
-  to the grid, the model, guided upsampling of ΔD, teacher · exp(ΔD);
-- refine_store ms/frame: the real `refine_store` over a 64-frame store in a temp dir (zarr reads, zstd,
+  to the grid, the model, guided upsampling of ΔD, the temporal filter, teacher · exp(ΔD); in calls of
+  `default_frames_per_call` frames (16 on a CPU, 64 on a GPU, where a call's cost is mostly kernel launches);
+- refine_store ms/frame: the real `refine_store` over a 256-frame store in a temp dir (zarr reads, zstd,
   writes, markers);
 - train ms/step: forward + backward of a window of N=16 frames, batch 2, on the grid;
-- % of teacher: refine_store time per frame over the teacher's time per frame (target ≤ 5 %).
+- % of teacher: refine (the model's inference: the smoother's own cost) and refine_store (with the store I/O)
+  time per frame over the teacher's time per frame (target ≤ 5 %).
 
-Teacher: UniDepthV2 ViT-S with random weights timed with `model.infer` per frame when `unidepth` imports
-and STEADYDEPTH_UNIDEPTH_CONFIG names a v2 config; otherwise the CPU figure from
-shared/notes/unidepth-v2.md (6–9 s/frame, 480×640, 2 cores; we use 6 s, the conservative end) stands in,
-labelled as such. UniDepth resizes every input to 0.2–0.6 MP, so its cost hardly depends on H×W.
+Teacher: UniDepthV2 ViT-S with random weights timed with `model.infer` per frame, at the pipeline's batch size
+(TeacherConfig.batch_size) and at batch 1, when `unidepth` imports and STEADYDEPTH_UNIDEPTH_CONFIG names a v2
+config; otherwise the CPU figure from shared/notes/unidepth-v2.md (6–9 s/frame, 480×640, 2 cores; we use 6 s,
+the conservative end) stands in, labelled as such. UniDepth resizes every input to 0.2–0.6 MP, so its cost
+hardly depends on H×W.
 
 Device "auto" is CUDA when available. On CUDA the Mamba2 blocks use mamba-ssm's fused Triton scan when it
 imports ("triton"), and the table has a row for the PyTorch scan too; the backend is recorded per row.
@@ -40,14 +43,14 @@ import torch
 
 from smoother.grid import model_grid_size
 from smoother.model import ResidualSmoother, SmootherState
-from smoother.refine import StreamState, refine_chunk, refine_store
+from smoother.refine import StreamState, default_frames_per_call, refine_chunk, refine_store
 from smoother.ssm import Mamba2Block, triton_ops
-from steadydepth.config import SmootherConfig
+from steadydepth.config import SmootherConfig, TeacherConfig
 from storage.depth_store import DepthStore, store_uri
 
 STREAM_CHUNK = 16  # frames per streaming call (the store's default chunk_frames)
 TRAIN_WINDOW, TRAIN_BATCH = 16, 2
-STORE_FRAMES = 64
+STORE_FRAMES = 256  # several model calls on a GPU too, so reading, compute and writing overlap
 NOTED_TEACHER_S = 6.0  # shared/notes/unidepth-v2.md: ViT-S 6–9 s/frame on 2 CPU cores (480×640)
 
 
@@ -124,9 +127,10 @@ def bench_model_stream(model: ResidualSmoother, grid: tuple[int, int], device: t
 def bench_refine_compute(
     model: ResidualSmoother, frames: dict[str, np.ndarray], grid: tuple[int, int], device: torch.device, repeats: int
 ) -> float:
-    """ms/frame of refine_store's per-chunk arithmetic in memory (no zarr): grid, model, upsampling, temporal
-    filter, exp."""
-    chunk = {k: v[:STREAM_CHUNK] for k, v in frames.items()}
+    """ms/frame of refine_store's per-call arithmetic in memory (no zarr): grid, model, upsampling, temporal
+    filter, exp; as many frames per call as refine_store takes on this device."""
+    per_call = default_frames_per_call(device, STREAM_CHUNK)
+    chunk = {k: v[:per_call] for k, v in frames.items()}
 
     def run() -> None:
         depth_hr = torch.from_numpy(chunk["depth"])
@@ -136,7 +140,7 @@ def bench_refine_compute(
         refined.cpu().numpy()
 
     with torch.inference_mode():
-        return 1e3 * _best_seconds(run, device, repeats) / STREAM_CHUNK
+        return 1e3 * _best_seconds(run, device, repeats) / per_call
 
 
 def bench_refine_store(
@@ -203,11 +207,17 @@ def teacher_seconds_per_frame(sizes: list[tuple[int, int]], device: torch.device
         note = "unidepth installed but STEADYDEPTH_UNIDEPTH_CONFIG unset: noted CPU figure"
         return {s: NOTED_TEACHER_S for s in sizes}, f"{note} {NOTED_TEACHER_S:g} s/frame"
     model = UniDepthV2(json.loads(Path(cfg_path).read_text())).to(device).eval()
-    result = {}
+    batch = TeacherConfig().batch_size  # the pipeline's default: per-frame time at the batch it runs
+    result, single = {}, {}
     for height, width in sizes:
-        rgb = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, device=device)
-        result[(height, width)] = _best_seconds(lambda rgb=rgb: model.infer(rgb), device, repeats=2)
-    return result, f"UniDepthV2 ViT-S timed here ({Path(cfg_path).name}, random weights, infer, batch 1)"
+        for b, into in ((batch, result), (1, single)):
+            rgb = torch.randint(0, 256, (b, 3, height, width), dtype=torch.uint8, device=device)
+            into[(height, width)] = _best_seconds(lambda rgb=rgb: model.infer(rgb), device, repeats=3) / b
+    at_one = ", ".join(f"{h}×{w} {1e3 * t:.1f} ms" for (h, w), t in single.items())
+    return result, (
+        f"UniDepthV2 ViT-S timed here ({Path(cfg_path).name}, random weights, infer, batch {batch} as the "
+        f"pipeline runs it, per frame; at batch 1: {at_one})"
+    )
 
 
 def cpu_model() -> str:
@@ -250,9 +260,10 @@ def main() -> None:
     print(f"teacher reference: {teacher_note}\n")
     print(
         "| store H×W | long edge | grid h×w | device | SSM backend | model fps (stream) | refine ms/frame "
-        "| refine_store ms/frame | train ms/step (N=16, B=2) | teacher s/frame | refine_store % of teacher |"
+        "| refine_store ms/frame | train ms/step (N=16, B=2) | teacher ms/frame | refine % of teacher "
+        "| refine_store % of teacher |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for height, width in sizes:
         frames = _frames(STORE_FRAMES, height, width)
         for long_edge in args.long_edges:
@@ -268,8 +279,8 @@ def main() -> None:
                 t_s = teacher_s[(height, width)]
                 print(
                     f"| {height}×{width} | {long_edge} | {grid[0]}×{grid[1]} | {device.type} | {backend} | {fps:.1f} "
-                    f"| {compute_ms:.1f} | {store_ms:.1f} | {train_ms:.0f} | {t_s:.2f} "
-                    f"| {100 * store_ms / 1e3 / t_s:.2f} % |",
+                    f"| {compute_ms:.1f} | {store_ms:.1f} | {train_ms:.0f} | {1e3 * t_s:.1f} "
+                    f"| {100 * compute_ms / 1e3 / t_s:.2f} % | {100 * store_ms / 1e3 / t_s:.2f} % |",
                     flush=True,
                 )
 
