@@ -9,9 +9,10 @@
 Pre-roll: before frame 0 the model and the filter run over frames `preroll`−1, …, 1 played backwards, nothing
 written, so the first frames start from a warm state (SmootherConfig.preroll; 0 = cold start).
 
-Streaming: one store chunk at a time is read, refined and written; the model's `SmootherState` and the
-temporal filter's last frame carry the past across chunks, so the result equals one model call over the whole
-video, and memory holds one chunk plus the fixed-size state however long the video is.
+Streaming: a block of whole chunks at a time is read, refined and written (one chunk on a CPU, 64 frames on a GPU:
+`default_frames_per_call`); the model's `SmootherState` and the temporal filter's last frame carry the past across
+blocks, so the result equals one model call over the whole video (up to float rounding), and memory holds a few
+blocks (the next two being read, the last being written) plus the fixed-size state however long the video is.
 
 The teacher store is only read. The refined store has the teacher's chunking, K, timestamps, frame
 indices and confidence, plus gt_depth and pose when the teacher store has them (so evaluation finds
