@@ -11,8 +11,8 @@ written, so the first frames start from a warm state (SmootherConfig.preroll; 0 
 
 Streaming: a block of whole chunks at a time is read, refined and written (one chunk on a CPU, 64 frames on a GPU:
 `default_frames_per_call`); the model's `SmootherState` and the temporal filter's last frame carry the past across
-blocks, so the result equals one model call over the whole video (up to float rounding), and memory holds a few
-blocks (the next two being read, the last being written) plus the fixed-size state however long the video is.
+blocks, so the result equals one model call over the whole video (up to float rounding), and memory holds three
+blocks (the next being read, this one, the last being written) plus the fixed-size state however long the video is.
 
 The teacher store is only read. The refined store has the teacher's chunking, K, timestamps, frame
 indices and confidence, plus gt_depth and pose when the teacher store has them (so evaluation finds
@@ -379,12 +379,12 @@ def _blocks(refined: DepthStore, missing: set[int], chunks_per_call: int) -> lis
 
 
 def _prefetch(
-    read: Callable[[_Block], dict[str, np.ndarray]], blocks: list[_Block], ahead: int = 2
+    read: Callable[[_Block], dict[str, np.ndarray]], blocks: list[_Block], ahead: int = 1
 ) -> Iterator[tuple[_Block, dict[str, np.ndarray]]]:
     """(block, data) in order, the next `ahead` blocks read in background threads while the caller computes.
 
-    Zarr decompresses outside the GIL, so reading overlaps the model and the reads overlap each other (on a GPU
-    the store I/O, not the model, sets the pace); `ahead` bounds the memory to that many blocks more.
+    Zarr decompresses outside the GIL, so reading overlaps the model (on a CPU the model sets the pace, on a GPU
+    the writing, which is slower than the reading: one block ahead keeps up); `ahead` more blocks in memory.
     """
     with ThreadPoolExecutor(ahead, thread_name_prefix="refine-read") as pool:
         queued = deque(pool.submit(read, block) for block in blocks[:ahead])
