@@ -24,7 +24,9 @@ from smoother.metrics_accuracy import (
 )
 from smoother.metrics_temporal import (
     FlowMethod,
+    FlowWarps,
     OpwNormalization,
+    flow_warps,
     frame_change,
     opw,
     robust_normalize,
@@ -40,8 +42,10 @@ __all__ = [
     "METRIC_KEYS",
     "accuracy_metrics",
     "apply_alignment",
+    "FlowWarps",
     "evaluate_sequence",
     "fit_alignment",
+    "flow_warps",
     "frame_change",
     "frame_errors",
     "mean_over_sequences",
@@ -71,11 +75,13 @@ def evaluate_sequence(
     alignment: Alignment = "none",
     flow: FlowMethod = "dis",
     opw_normalize: OpwNormalization = "frame",
+    opw_warps: FlowWarps | None = None,
 ) -> dict[str, float]:
     """Every metric the inputs allow, as a flat dict of floats (keys from METRIC_KEYS).
 
     pred (T, H, W) depth in metres. gt → absrel, sqrel, rmse, rmse_log, delta1..3 (alignment once per
-    sequence); K + poses → tae (GT not needed); rgb (T, H, W, 3) uint8 → opw; static_mask →
+    sequence); K + poses → tae (GT not needed); rgb (T, H, W, 3) uint8 or its opw_warps (`flow_warps`, computed
+    once per video and reused across methods) → opw; static_mask →
     static_flicker; always frame_change. Metrics whose inputs are missing are absent from the dict.
     Depth caps come from the min_depth / max_depth kwargs, else from cfg (an EvaluateConfig-like object
     with .min_depth / .max_depth, or a Config with .evaluate).
@@ -102,8 +108,8 @@ def evaluate_sequence(
             aligned = apply_alignment(pred, scale, shift, min_depth=lo, max_depth=hi, alignment=alignment)
     if K is not None and poses is not None:
         out["tae"] = tae(aligned, K, poses, min_depth=lo, max_depth=hi)
-    if rgb is not None:
-        out["opw"] = opw(pred, rgb, flow=flow, normalize=opw_normalize)
+    if rgb is not None or opw_warps is not None:
+        out["opw"] = opw(pred, rgb, flow=flow, normalize=opw_normalize, warps=opw_warps)
     if static_mask is not None:
         out["static_flicker"] = static_flicker(pred, static_mask)
     out["frame_change"] = frame_change(pred)

@@ -7,6 +7,7 @@ formula and the conventions chosen where the references leave room. All accumula
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -146,13 +147,53 @@ def _backward_warp(img: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.n
     return out.astype(np.float64)
 
 
+@dataclass(frozen=True)
+class FlowWarps:
+    """The part of OPW that depends only on a video's RGB, for every pair (t−1 → t), t = 1..T−1.
+
+    maps[t−1]: the backward-warp coordinates p + f(p) (two float32 (H, W)); masks[t−1]: the photometric weight
+    M = exp(−alpha · Σ_c (Î_c − I_{t,c})²) (float64 (H, W), NaN where the warp leaves the image). Optical flow is
+    most of OPW's cost and is the same for every depth method evaluated on one video: compute it once
+    (`flow_warps`) and pass it to each `opw` call.
+    """
+
+    maps: list[tuple[np.ndarray, np.ndarray]]
+    masks: list[np.ndarray]
+    shape: tuple[int, int, int]  # (T, H, W) of the video
+    flow: FlowMethod
+    alpha: float
+
+
+def flow_warps(rgb: np.ndarray, *, flow: FlowMethod = "dis", alpha: float = 50.0) -> FlowWarps:
+    """Flow f from frame t to t−1 (OpenCV DIS 'medium' preset or Farnebäck, on grayscale) per pair, as warp maps
+    and photometric masks for `opw`. rgb (T, H, W, 3) uint8."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 4 or rgb.shape[-1] != 3:
+        raise InputError(f"rgb has shape {rgb.shape}; pass a (T, H, W, 3) uint8 array")
+    t_len, h, w = rgb.shape[:3]
+    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    maps, masks = [], []
+    gray_p = cv2.cvtColor(np.ascontiguousarray(rgb[0], dtype=np.uint8), cv2.COLOR_RGB2GRAY) if t_len else None
+    for t in range(1, t_len):
+        gray_t = cv2.cvtColor(np.ascontiguousarray(rgb[t], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+        f = _flow(gray_t, gray_p, flow)
+        pair = (grid_x + f[..., 0], grid_y + f[..., 1])
+        warped_rgb = _backward_warp(rgb[t - 1].astype(np.float32) / 255.0, pair)
+        diff2 = np.sum((warped_rgb - rgb[t].astype(np.float64) / 255.0) ** 2, axis=-1)
+        maps.append(pair)
+        masks.append(np.exp(-alpha * diff2))
+        gray_p = gray_t
+    return FlowWarps(maps, masks, (t_len, h, w), flow, alpha)
+
+
 def opw(
     depth: np.ndarray,
-    rgb: np.ndarray,
+    rgb: np.ndarray | None = None,
     *,
     flow: FlowMethod = "dis",
     normalize: OpwNormalization = "frame",
     alpha: float = 50.0,
+    warps: FlowWarps | None = None,
 ) -> float:
     """Optical-flow-based warping error (NVDS).
 
@@ -165,14 +206,21 @@ def opw(
     normalize="frame" (NVDS: per frame, which makes OPW blind to per-frame scale/shift flicker),
     "sequence" (one median and scale for the whole video, so global-scale flicker still counts) or "none"
     (metres). Valid depth: finite and > 0. NaN if T < 2 or no pair has a valid pixel.
+
+    Pass either rgb (T, H, W, 3) uint8, or `warps` = flow_warps(rgb, flow=..., alpha=...) computed once for
+    the video (the same result without computing the flow again; flow and alpha then come from it).
     """
     depth = _as_video(depth)
-    rgb = np.asarray(rgb)
-    if rgb.shape != (*depth.shape, 3):
-        raise InputError(f"rgb {rgb.shape} must be (T, H, W, 3) matching depth {depth.shape}")
+    if warps is None:
+        if rgb is None:
+            raise InputError("opw needs the video's rgb or its flow_warps(rgb)")
+        if np.shape(rgb) != (*depth.shape, 3):
+            raise InputError(f"rgb {np.shape(rgb)} must be (T, H, W, 3) matching depth {depth.shape}")
+        warps = flow_warps(rgb, flow=flow, alpha=alpha)
+    elif warps.shape != depth.shape:
+        raise InputError(f"flow warps of a {warps.shape} video do not match depth {depth.shape}")
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(depth) & (depth > 0)
-    h, w = depth.shape[1:]
     if normalize == "sequence":
         norm_all = robust_normalize(depth, valid)
     elif normalize not in ("frame", "none"):
@@ -185,19 +233,12 @@ def opw(
             return robust_normalize(depth[t], valid[t])
         return np.where(valid[t], depth[t], np.nan).astype(np.float64)
 
-    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     values = []
     prev_norm = norm(0)
     for t in range(1, depth.shape[0]):
         cur_norm = norm(t)
-        gray_t = cv2.cvtColor(np.ascontiguousarray(rgb[t], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
-        gray_p = cv2.cvtColor(np.ascontiguousarray(rgb[t - 1], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
-        f = _flow(gray_t, gray_p, flow)
-        maps = (grid_x + f[..., 0], grid_y + f[..., 1])
-        warped_d = _backward_warp(prev_norm.astype(np.float32), maps)
-        warped_rgb = _backward_warp(rgb[t - 1].astype(np.float32) / 255.0, maps)
-        diff2 = np.sum((warped_rgb - rgb[t].astype(np.float64) / 255.0) ** 2, axis=-1)
-        m = np.exp(-alpha * diff2)
+        warped_d = _backward_warp(prev_norm.astype(np.float32), warps.maps[t - 1])
+        m = warps.masks[t - 1]
         ok = np.isfinite(warped_d) & np.isfinite(cur_norm) & np.isfinite(m)
         weight = m[ok].sum()
         if weight > 0:

@@ -35,7 +35,7 @@ import numpy as np
 
 from smoother.baselines import ema, median_filter_temporal, motion_gated_ema
 from smoother.gate import GateResult, evaluate_gate
-from smoother.metrics import evaluate_sequence, mean_over_sequences, opw, static_mask_from_gt
+from smoother.metrics import FlowWarps, evaluate_sequence, flow_warps, mean_over_sequences, opw, static_mask_from_gt
 from steadydepth.config import EvaluateConfig
 from steadydepth.errors import InputError
 from storage.depth_store import DepthStore
@@ -69,6 +69,7 @@ class VideoData:
     pose: np.ndarray | None = None  # (T, 4, 4) camera-to-world
     rgb: np.ndarray | None = None  # (T, H, W, 3) uint8
     static_mask: np.ndarray | None = None  # (H, W); None without GT + pose
+    warps: FlowWarps | None = None  # OPW's optical flow of rgb, computed once for every method; None without rgb
 
 
 @dataclass
@@ -150,7 +151,9 @@ def load_video(
     mask = None
     if gt is not None and pose is not None:
         mask = static_mask_from_gt(gt, pose, rel_tol=cfg.static_rel_tol)
-    return VideoData(video_name(teacher_uri), depth, data["K"], gt, pose, data.get("rgb"), mask)
+    rgb = data.get("rgb")
+    warps = flow_warps(rgb, flow=cfg.flow) if rgb is not None else None
+    return VideoData(video_name(teacher_uri), depth, data["K"], gt, pose, rgb, mask, warps)
 
 
 def evaluate_method(pred: np.ndarray, video: VideoData, cfg: EvaluateConfig) -> dict[str, float]:
@@ -167,9 +170,10 @@ def evaluate_method(pred: np.ndarray, video: VideoData, cfg: EvaluateConfig) -> 
         alignment=cfg.alignment,
         flow=cfg.flow,
         opw_normalize="frame",
+        opw_warps=video.warps,
     )
     if video.rgb is not None:
-        out["opw_sequence"] = float(opw(pred, video.rgb, flow=cfg.flow, normalize="sequence"))
+        out["opw_sequence"] = float(opw(pred, video.rgb, flow=cfg.flow, normalize="sequence", warps=video.warps))
     return {k: out[k] for k in METRIC_ORDER if k in out}
 
 

@@ -90,6 +90,18 @@ def test_teacher_copy_as_refined_fails_the_gate_for_lack_of_flicker_reduction(te
     assert "## Gate: FAIL" in Path(report.report_path).read_text()
 
 
+def test_optical_flow_is_computed_once_per_video_not_per_method(teacher_stores, tmp_path, monkeypatch):
+    import smoother.metrics_temporal as mt
+
+    calls = []
+    real_flow = mt._flow
+    monkeypatch.setattr(mt, "_flow", lambda *a: calls.append(1) or real_flow(*a))
+    report = evaluate_dataset(teacher_stores, None, CFG, str(tmp_path / "eval"), plots=False)
+    assert len(report.methods) == 4  # teacher and three baselines, each with opw and opw_sequence
+    frames = [DepthStore.open(u).num_frames for u in teacher_stores]
+    assert len(calls) == sum(n - 1 for n in frames)  # one flow per frame pair of each video
+
+
 def test_files_hold_the_numbers_evaluate_sequence_gives(gt_report, teacher_stores):
     store = DepthStore.open(teacher_stores[1])  # 01-static-camera
     d = store.read(0, store.num_frames, ["depth", "K", "gt_depth", "pose", "rgb"])

@@ -12,6 +12,7 @@ from smoother.metrics import (
     METRIC_KEYS,
     accuracy_metrics,
     evaluate_sequence,
+    flow_warps,
     frame_change,
     mean_over_sequences,
     opw,
@@ -273,6 +274,26 @@ def test_opw_translating_scene_with_consistent_depth(flow: str) -> None:
 def test_opw_rejects_bad_shapes() -> None:
     with pytest.raises(InputError):
         opw(np.ones((2, 4, 4)), np.zeros((2, 4, 5, 3), dtype=np.uint8))
+    with pytest.raises(InputError, match="do not match"):
+        opw(np.ones((3, 32, 32)), warps=flow_warps(np.zeros((2, 32, 32, 3), dtype=np.uint8)))
+    with pytest.raises(InputError, match="rgb or its flow_warps"):
+        opw(np.ones((2, 4, 4)))
+
+
+@pytest.mark.parametrize("flow", ["dis", "farneback"])
+def test_opw_with_precomputed_flow_warps_is_the_same_number(flow: str) -> None:
+    t, h, w, shift = 5, 48, 64, 2
+    big_rgb = _texture(h, w + shift * t, seed=4)
+    rgb = np.stack([big_rgb[:, shift * i : shift * i + w] for i in range(t)])
+    rng = np.random.default_rng(1)
+    warps = flow_warps(rgb, flow=flow)
+    assert len(warps.maps) == len(warps.masks) == t - 1 and warps.shape == (t, h, w)
+    for normalize in ("frame", "sequence", "none"):
+        depth = _smooth_depth(h, w) * np.exp(0.05 * rng.standard_normal((t, h, w)))
+        depth[0, :3] = np.nan  # invalid pixels take the same path
+        expected = opw(depth, rgb, flow=flow, normalize=normalize)
+        assert expected > 0.01
+        assert opw(depth, warps=warps, normalize=normalize) == expected  # exactly: the same arithmetic
 
 
 # -------------------------------------------------------------------------------- evaluate_sequence
