@@ -131,8 +131,9 @@ def robust_normalize(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _flow(gray_to: np.ndarray, gray_from: np.ndarray, method: FlowMethod) -> np.ndarray:
-    """Flow f with gray_to(p) ≈ gray_from(p + f(p)), i.e. from frame t to frame t−1 (for backward warping)."""
+def optical_flow(gray_to: np.ndarray, gray_from: np.ndarray, method: FlowMethod = "dis") -> np.ndarray:
+    """Flow f (H, W, 2) float32 with gray_to(p) ≈ gray_from(p + f(p)): from frame t to frame t−1, the form backward
+    warping needs. gray_* (H, W) uint8; DIS 'medium' preset or Farnebäck (OpenCV, no learned weights)."""
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         return dis.calc(gray_to, gray_from, None)
@@ -176,7 +177,7 @@ def flow_warps(rgb: np.ndarray, *, flow: FlowMethod = "dis", alpha: float = 50.0
     gray_p = cv2.cvtColor(np.ascontiguousarray(rgb[0], dtype=np.uint8), cv2.COLOR_RGB2GRAY) if t_len else None
     for t in range(1, t_len):
         gray_t = cv2.cvtColor(np.ascontiguousarray(rgb[t], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
-        f = _flow(gray_t, gray_p, flow)
+        f = optical_flow(gray_t, gray_p, flow)
         pair = (grid_x + f[..., 0], grid_y + f[..., 1])
         warped_rgb = _backward_warp(rgb[t - 1].astype(np.float32) / 255.0, pair)
         diff2 = np.sum((warped_rgb - rgb[t].astype(np.float64) / 255.0) ** 2, axis=-1)

@@ -37,10 +37,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
+from smoother.metrics_temporal import optical_flow
 from smoother.model import ResidualSmoother, SmootherState
 from smoother.temporal_filter import gated_recursion
 from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
@@ -49,7 +51,7 @@ from storage import uri as uris
 from storage.depth_store import _BOOKKEEPING, DepthStore
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
-REFINE_VERSION = 3  # bump when the refinement arithmetic changes: it is part of the store identity
+REFINE_VERSION = 4  # bump when the refinement arithmetic changes: it is part of the store identity
 COPIED = ("confidence", "gt_depth", "pose")  # optional teacher variables the refined store carries over
 
 
@@ -271,6 +273,7 @@ class StreamState:
 
     model: SmootherState | None = None
     filtered: torch.Tensor | None = None  # (1, H, W) the filter's output (log-depth or detail) of the last frame
+    gray: np.ndarray | None = None  # (H, W) uint8 the last frame's grey image (flow into the next chunk)
 
 
 def refine_chunk(
@@ -312,17 +315,22 @@ def refine_chunk(
     guide_lr = small.log()  # the log-depth the model saw
     size = tuple(guide_hr.shape[-2:])
     residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
-    prev = None
+    prev = gray = None
     if cfg.temporal_filter != "off":
         keep = upsample_bilinear(out.keep[0, :, 0].to(residual.dtype), size)[None]
+        flows = None
+        if cfg.flow_warp and rgb is not None:
+            flows, gray = _flows(rgb, stream.gray)
+            flows = flows[None].to(device)
         if cfg.temporal_filter == "full":
-            filtered, prev = gated_recursion((guide_hr + residual)[None], keep, stream.filtered, cfg.filter_reset)
+            x = (guide_hr + residual)[None]
+            filtered, prev = gated_recursion(x, keep, stream.filtered, cfg.filter_reset, flows)
             residual = filtered[0] - guide_hr
         else:
             detail = guide_hr - upsample_bilinear(guide_lr, size)  # finer than the grid (n, H, W)
-            filtered, prev = gated_recursion(detail[None], keep, stream.filtered, cfg.filter_reset)
+            filtered, prev = gated_recursion(detail[None], keep, stream.filtered, cfg.filter_reset, flows)
             residual = residual + (filtered[0] - detail)
-    state = StreamState(out.state, prev)
+    state = StreamState(out.state, prev, gray)
     if replay:
         return None, state
     # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
@@ -350,6 +358,18 @@ class _Block:
     stop: int
     write: tuple[int, ...] = ()  # chunks of the refined store to write (none: only advance the state)
     backward: bool = False  # pre-roll: read in reverse order, never written
+
+
+def _flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
+    """Optical flow (n, H, W, 2) from each frame of rgb (n, H, W, 3) to the one before (the first: to
+    gray_before, or zero at a video's start), and the last frame's grey image for the next chunk."""
+    gray = [cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in rgb]
+    before = [gray_before, *gray[:-1]]
+    flows = [
+        np.zeros((*g.shape, 2), np.float32) if b is None else optical_flow(g, b)
+        for g, b in zip(gray, before, strict=True)
+    ]
+    return torch.from_numpy(np.stack(flows)), gray[-1]
 
 
 def _preroll_blocks(num_frames: int, preroll: int, step: int) -> Iterator[_Block]:
@@ -417,7 +437,7 @@ def _run(
     inputs = ["depth"]
     if "confidence" in teacher.variables:
         inputs.append("confidence")
-    if "rgb" in teacher.variables and model.cfg.use_features:
+    if "rgb" in teacher.variables and (model.cfg.use_features or model.cfg.flow_warp):
         inputs.append("rgb")
     copied = [v for v in refined.variables if v != "depth"]  # K, timestamp, frame_index + optional copies
     was_training = model.training

@@ -9,10 +9,14 @@ gate k ∈ [0, 1] the model predicts on its grid from everything it knows (motio
     ℓ_refined = y
 
 k = 0 passes x through (an untrained model, whose head is zero, returns the teacher exactly); k → 1 holds it
-(still pixels: flicker, noise and drift average out). The filter is not motion-compensated, so the model must
-open the gate where the camera or objects move; the reset term (τ = SmootherConfig.filter_reset) does that
+(still pixels: flicker, noise and drift average out). The reset term (τ = SmootherConfig.filter_reset) opens it
 per pixel where the value jumps by more than ~τ from the estimate (a moving edge, a disocclusion), finer than
 the grid the model sees. Like a motion-gated EMA, but with a gate learned from the losses.
+
+Motion compensation (refinement, SmootherConfig.flow_warp): before each frame the memory y_{t−1} is warped along
+the optical flow of the RGB from frame t to t−1, ŷ(p) = y_{t−1}(p + f(p)), and ŷ replaces y_{t−1} above, so the
+memory follows surfaces under camera and object motion instead of smearing across them; the model's gate and
+the reset then judge what is left. Training runs the filter without flow (its grid crops hold no RGB flow).
 
 SmootherConfig.temporal_filter = "detail" applies the filter only to the band finer than the grid (x = ℓ −
 bilinear(ℓ on the grid), the residual added unfiltered); "off" disables it. Training applies the filter on the
@@ -37,20 +41,43 @@ def detail_band(log_d: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return (x - low).reshape(*lead, h, w)
 
 
+def warp_backward(y: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """y(p + f(p)), bilinear, border values repeated: y (B, H, W), flow (B, H, W, 2) in pixels (x, y)."""
+    b, h, w = y.shape
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=y.device, dtype=flow.dtype),
+        torch.arange(w, device=y.device, dtype=flow.dtype),
+        indexing="ij",
+    )
+    # grid_sample wants (x, y) in [−1, 1] with −1 / 1 at the centres of the corner pixels (align_corners=True)
+    gx = 2 * (xx + flow[..., 0]) / max(w - 1, 1) - 1
+    gy = 2 * (yy + flow[..., 1]) / max(h - 1, 1) - 1
+    grid = torch.stack([gx, gy], dim=-1).to(y.dtype)
+    out = F.grid_sample(y[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out[:, 0]
+
+
 def gated_recursion(
-    x: torch.Tensor, keep: torch.Tensor, prev: torch.Tensor | None = None, reset: float = 0.0
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    prev: torch.Tensor | None = None,
+    reset: float = 0.0,
+    flows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """y_t = κ_t · y_{t−1} + (1 − κ_t) · x_t along dim 1, κ_t = keep_t · exp(−((x_t − y_{t−1}) / reset)²).
+    """y_t = κ_t · ŷ_{t−1} + (1 − κ_t) · x_t along dim 1, κ_t = keep_t · exp(−((x_t − ŷ_{t−1}) / reset)²).
 
     x, keep (B, N, ...) with keep in [0, 1]; prev (B, ...) the filtered value of the frame before the first, or
     None at a video's start (then y_{−1} = x_0, so frame 0 passes unchanged); reset 0 = no reset term.
-    Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for the next call.
-    A Python loop over frames: N is a window (training) or a chunk (refinement), and each step is one fused
-    elementwise update.
+    flows (B, N, H, W, 2) or None: flows[:, t] warps y_{t−1} into frame t (`warp_backward`), ŷ = warped memory;
+    None: ŷ = y (no motion compensation). Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for
+    the next call. A Python loop over frames: N is a window (training) or a chunk (refinement), and each step is
+    one fused elementwise update.
     """
     y = x[:, 0] if prev is None else prev
     out = []
     for t in range(x.shape[1]):
+        if flows is not None and (t > 0 or prev is not None):
+            y = warp_backward(y, flows[:, t])
         k = keep[:, t]
         if reset > 0:  # a pixel whose value jumped (motion, disocclusion) takes the new value
             k = k * torch.exp(-(((x[:, t] - y).detach() / reset) ** 2))

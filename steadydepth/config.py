@@ -135,6 +135,11 @@ class SmootherConfig(_Section):
         ge=0,
         description="refinement first plays frames preroll−1..1 backwards, so frame 0 starts from a warm state",
     )
+    flow_warp: bool = Field(
+        default=True,
+        description="refinement warps the filter's memory along the optical flow of the RGB (DIS) before each "
+        "frame, so it follows surfaces under camera and object motion",
+    )
 
 
 class TrainConfig(_Section):

@@ -94,8 +94,8 @@ def test_optical_flow_is_computed_once_per_video_not_per_method(teacher_stores, 
     import smoother.metrics_temporal as mt
 
     calls = []
-    real_flow = mt._flow
-    monkeypatch.setattr(mt, "_flow", lambda *a: calls.append(1) or real_flow(*a))
+    real_flow = mt.optical_flow
+    monkeypatch.setattr(mt, "optical_flow", lambda *a: calls.append(1) or real_flow(*a))
     report = evaluate_dataset(teacher_stores, None, CFG, str(tmp_path / "eval"), plots=False)
     assert len(report.methods) == 4  # teacher and three baselines, each with opw and opw_sequence
     frames = [DepthStore.open(u).num_frames for u in teacher_stores]

@@ -12,7 +12,7 @@ import zarr
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
-from smoother.refine import _Block, _prefetch, refine_store
+from smoother.refine import _Block, _flows, _prefetch, refine_store
 from smoother.temporal_filter import gated_recursion
 from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.config import SmootherConfig
@@ -119,22 +119,23 @@ def test_untrained_model_reproduces_the_teacher_exactly(teacher, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("chunk_frames", "per_call", "band", "preroll"),
+    ("chunk_frames", "per_call", "band", "preroll", "flow"),
     [
-        (None, None, "full", 16),
-        (3, None, "full", 16),
-        (3, None, "detail", 16),
-        (3, None, "full", 0),
-        (None, 8, "full", 16),  # two chunks per model call (as on a GPU)
-        (3, 7, "full", 5),  # rounded up to 3 chunks: calls of 9, 9 and 2 frames
+        (None, None, "full", 16, True),
+        (3, None, "full", 16, True),
+        (3, None, "detail", 16, True),
+        (3, None, "full", 0, True),
+        (3, None, "full", 16, False),  # no motion compensation
+        (None, 8, "full", 16, True),  # two chunks per model call (as on a GPU)
+        (3, 7, "full", 5, True),  # rounded up to 3 chunks: calls of 9, 9 and 2 frames
     ],
 )
 def test_streaming_refine_equals_one_window_over_the_whole_video(
-    teacher, tmp_path, monkeypatch, chunk_frames, per_call, band, preroll
+    teacher, tmp_path, monkeypatch, chunk_frames, per_call, band, preroll, flow
 ):
     uri, frames = teacher
     before = _tree_digest(uri)
-    cfg = CFG.model_copy(update={"temporal_filter": band, "preroll": preroll})
+    cfg = CFG.model_copy(update={"temporal_filter": band, "preroll": preroll, "flow_warp": flow})
     model = _model(dtype=torch.float64, cfg=cfg)  # float64: streaming == window up to rounding, not up to fp32 noise
     reads: list[tuple[int, int]] = []
     real_read = DepthStore.read
@@ -175,12 +176,13 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(
     residual = guided_upsample(out.residual[0, :, 0], small.log(), log_hr)
     keep = upsample_bilinear(out.keep[0, :, 0], (H, W))
     assert 0.1 < keep.mean() < 0.9  # the filter does something
+    flows = _flows(frames["rgb"][order], None)[0][None] if flow else None  # frame t -> t−1, played order
     if band == "full":  # the filter over all frames at once, on all of the corrected log-depth
-        filtered, _ = gated_recursion((log_hr + residual)[None], keep[None], reset=cfg.filter_reset)
+        filtered, _ = gated_recursion((log_hr + residual)[None], keep[None], reset=cfg.filter_reset, flows=flows)
         residual = filtered[0] - log_hr
     else:  # ... on the detail finer than the grid
         detail = log_hr - upsample_bilinear(small.log(), (H, W))
-        filtered, _ = gated_recursion(detail[None], keep[None], reset=cfg.filter_reset)
+        filtered, _ = gated_recursion(detail[None], keep[None], reset=cfg.filter_reset, flows=flows)
         residual = residual + (filtered[0] - detail)
     residual = residual[len(order) - N :]
     expected = (torch.from_numpy(frames["depth"]).double() * torch.exp(residual)).float().numpy()

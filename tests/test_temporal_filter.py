@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from smoother.model import ResidualSmoother
-from smoother.temporal_filter import detail_band, gated_recursion
+from smoother.temporal_filter import detail_band, gated_recursion, warp_backward
 from steadydepth.config import SmootherConfig
 
 
@@ -92,3 +92,29 @@ def test_reset_shuts_the_gate_where_the_value_jumps():
     assert abs(y[0, 2, 1].item() - 1.5) < 1e-4 and abs(plain[0, 2, 1].item() - 1.05) < 1e-6
     z, _ = gated_recursion(x, torch.zeros_like(x), reset=0.15)
     assert torch.equal(z, x)  # k = 0 stays the identity
+
+
+def test_warp_backward_samples_along_the_flow_and_repeats_the_border():
+    y = torch.arange(20.0).reshape(1, 4, 5)  # value = 5 · row + col
+    flow = torch.zeros(1, 4, 5, 2)
+    flow[..., 0], flow[..., 1] = 1.0, 0.5  # sample one pixel right, half a pixel down
+    out = warp_backward(y, flow)[0]
+    rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(5.0), indexing="ij")
+    inside = (rows <= 2) & (cols <= 3)
+    assert torch.allclose(out[inside], (5 * (rows + 0.5) + cols + 1)[inside])
+    assert torch.allclose(out[:3, 4], 5 * (rows[:3, 4] + 0.5) + 4)  # past the right edge: the edge column
+
+
+def test_motion_compensated_recursion_holds_a_moving_pattern_in_place():
+    # content moving one pixel left per frame: x_t(c) = P(c + t), so the flow from t to t−1 is +1 in x
+    n, h, w = 5, 3, 16
+    pattern = torch.linspace(0.0, 1.5, w + n) ** 2
+    x = torch.stack([pattern[t : t + w].expand(h, w) for t in range(n)])[None]  # (1, n, h, w)
+    keep = torch.ones_like(x)  # hold completely: the output is the memory alone
+    flows = torch.zeros(1, n, h, w, 2)
+    flows[..., 0] = 1.0
+    held, _ = gated_recursion(x, keep, flows=flows)
+    lagging, _ = gated_recursion(x, keep)
+    inside = slice(0, w - n)  # columns whose source stayed inside the first frame
+    assert torch.allclose(held[..., inside], x[..., inside], atol=1e-5)  # the memory followed the motion
+    assert (lagging[0, -1] - x[0, -1]).abs()[:, inside].min() > 0.05  # without flow it stays at frame 0
