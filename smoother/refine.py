@@ -2,8 +2,9 @@
 
     teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD, k (h×w)
                                      guided upsample of ΔD (guide: teacher log-depth) ─▶ ΔD (H×W)
-                                     temporal filter of log teacher + ΔD at H×W, gate k upsampled
-                                     (smoother/temporal_filter.py) ─▶ refined log-depth
+                                     temporal filter of log teacher + ΔD at H×W, gate k upsampled, its
+                                     memory warped along the RGB's optical flow (smoother/temporal_filter.py)
+                                     ─▶ refined log-depth
     refined depth = teacher depth · exp(refined log-depth − log teacher)  ─▶  <root>/<name>.refined.zarr
 
 Pre-roll: before frame 0 the model and the filter run over frames `preroll`−1, …, 1 played backwards, nothing
@@ -291,9 +292,11 @@ def refine_chunk(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, StreamState]:
     """One chunk's (refined depth, ΔD), both (n, H, W) on `device`, and the state for the next chunk.
 
-    depth (n, H, W) teacher metres (CPU); confidence (n, H, W) and rgb (n, H, W, 3) uint8 as stored, or None;
-    grid the model grid. ΔD = guided upsample of the model's residual, then the temporal filter's change
-    (smoother/temporal_filter.py), in log-depth; refined = teacher · exp(ΔD) in float32. replay=True only advances
+    depth (n, H, W) teacher metres (CPU); confidence (n, H, W) and rgb (n, H, W, 3) uint8 as stored, or None
+    (rgb feeds the model's features and, with SmootherConfig.flow_warp, the optical flow that moves the filter's
+    memory; `stream.gray` carries the previous frame for it); grid the model grid. ΔD = guided upsample of the
+    model's residual, then the temporal filter's change (smoother/temporal_filter.py), in log-depth; refined =
+    teacher · exp(ΔD) in float32. replay=True only advances
     the state (chunks already written) and returns None instead of the pair. Call under torch.inference_mode()
     with the model in eval mode.
     """
