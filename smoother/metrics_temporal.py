@@ -142,6 +142,18 @@ def optical_flow(gray_to: np.ndarray, gray_from: np.ndarray, method: FlowMethod 
     raise InputError(f"unknown flow method {method!r}; use 'dis' or 'farneback'")
 
 
+def flows_to_previous(
+    rgb: np.ndarray, gray_before: np.ndarray | None = None, method: FlowMethod = "dis"
+) -> tuple[list[np.ndarray | None], np.ndarray | None]:
+    """For each frame of rgb (n, H, W, 3) uint8 its `optical_flow` to the frame before: frame t−1, or for the first
+    frame `gray_before` (the grey image of the frame played before it; None: no flow, entry None). Also the last
+    frame's grey image, to continue in the next call."""
+    gray = [cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2GRAY) for frame in rgb]
+    before = [gray_before, *gray[:-1]]
+    flows = [None if b is None else optical_flow(g, b, method) for g, b in zip(gray, before, strict=True)]
+    return flows, gray[-1] if gray else gray_before
+
+
 def _backward_warp(img: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """img(p + f(p)) by bilinear cv2.remap; samples that touch the image border come back NaN."""
     out = cv2.remap(img, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
@@ -161,8 +173,6 @@ class FlowWarps:
     maps: list[tuple[np.ndarray, np.ndarray]]
     masks: list[np.ndarray]
     shape: tuple[int, int, int]  # (T, H, W) of the video
-    flow: FlowMethod
-    alpha: float
 
 
 def flow_warps(rgb: np.ndarray, *, flow: FlowMethod = "dis", alpha: float = 50.0) -> FlowWarps:
@@ -173,18 +183,16 @@ def flow_warps(rgb: np.ndarray, *, flow: FlowMethod = "dis", alpha: float = 50.0
         raise InputError(f"rgb has shape {rgb.shape}; pass a (T, H, W, 3) uint8 array")
     t_len, h, w = rgb.shape[:3]
     grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    flows, _ = flows_to_previous(rgb, None, flow)
     maps, masks = [], []
-    gray_p = cv2.cvtColor(np.ascontiguousarray(rgb[0], dtype=np.uint8), cv2.COLOR_RGB2GRAY) if t_len else None
     for t in range(1, t_len):
-        gray_t = cv2.cvtColor(np.ascontiguousarray(rgb[t], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
-        f = optical_flow(gray_t, gray_p, flow)
+        f, flows[t] = flows[t], None  # the maps replace the flow: hold one copy of it, not two
         pair = (grid_x + f[..., 0], grid_y + f[..., 1])
         warped_rgb = _backward_warp(rgb[t - 1].astype(np.float32) / 255.0, pair)
         diff2 = np.sum((warped_rgb - rgb[t].astype(np.float64) / 255.0) ** 2, axis=-1)
         maps.append(pair)
         masks.append(np.exp(-alpha * diff2))
-        gray_p = gray_t
-    return FlowWarps(maps, masks, (t_len, h, w), flow, alpha)
+    return FlowWarps(maps, masks, (t_len, h, w))
 
 
 def opw(
@@ -209,7 +217,7 @@ def opw(
     (metres). Valid depth: finite and > 0. NaN if T < 2 or no pair has a valid pixel.
 
     Pass either rgb (T, H, W, 3) uint8, or `warps` = flow_warps(rgb, flow=..., alpha=...) computed once for
-    the video (the same result without computing the flow again; flow and alpha then come from it).
+    the video (the same result without computing the flow again; the flow and alpha it was made with apply).
     """
     depth = _as_video(depth)
     if warps is None:

@@ -38,12 +38,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
-from smoother.metrics_temporal import optical_flow
+from smoother.metrics_temporal import flows_to_previous
 from smoother.model import ResidualSmoother, SmootherState
 from smoother.temporal_filter import gated_recursion
 from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
@@ -366,13 +365,9 @@ class _Block:
 def _flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
     """Optical flow (n, H, W, 2) from each frame of rgb (n, H, W, 3) to the one before (the first: to
     gray_before, or zero at a video's start), and the last frame's grey image for the next chunk."""
-    gray = [cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in rgb]
-    before = [gray_before, *gray[:-1]]
-    flows = [
-        np.zeros((*g.shape, 2), np.float32) if b is None else optical_flow(g, b)
-        for g, b in zip(gray, before, strict=True)
-    ]
-    return torch.from_numpy(np.stack(flows)), gray[-1]
+    flows, gray = flows_to_previous(rgb, gray_before)
+    no_flow = np.zeros((*rgb.shape[1:3], 2), np.float32)
+    return torch.from_numpy(np.stack([no_flow if f is None else f for f in flows])), gray
 
 
 def _preroll_blocks(num_frames: int, preroll: int, step: int) -> Iterator[_Block]:
