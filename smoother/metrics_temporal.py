@@ -16,6 +16,7 @@ import numpy as np
 from steadydepth.errors import InputError
 
 FlowMethod = Literal["dis", "farneback"]
+DIS_MIN_SIZE = 12  # OpenCV's DIS needs width or height ≥ 12 px
 OpwNormalization = Literal["frame", "sequence", "none"]
 
 
@@ -136,7 +137,13 @@ def optical_flow(gray_to: np.ndarray, gray_from: np.ndarray, method: FlowMethod 
     warping needs. gray_* (H, W) uint8; DIS 'medium' preset or Farnebäck (OpenCV, no learned weights)."""
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        return dis.calc(gray_to, gray_from, None)
+        h, w = gray_to.shape
+        up = -(-DIS_MIN_SIZE // max(h, w))  # DIS refuses images under 12 px on both sides (tiny training crops)
+        if up == 1:
+            return dis.calc(gray_to, gray_from, None)
+        big = [cv2.resize(g, (w * up, h * up), interpolation=cv2.INTER_LINEAR) for g in (gray_to, gray_from)]
+        flow = dis.calc(big[0], big[1], None)
+        return cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / up
     if method == "farneback":
         return cv2.calcOpticalFlowFarneback(gray_to, gray_from, None, 0.5, 4, 15, 3, 5, 1.2, 0)
     raise InputError(f"unknown flow method {method!r}; use 'dis' or 'farneback'")

@@ -42,9 +42,8 @@ import numpy as np
 import torch
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
-from smoother.metrics_temporal import flows_to_previous
 from smoother.model import ResidualSmoother, SmootherState
-from smoother.temporal_filter import gated_recursion
+from smoother.temporal_filter import gated_recursion, memory_flows
 from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
 from steadydepth.errors import StoreError
 from storage import uri as uris
@@ -322,7 +321,7 @@ def refine_chunk(
         keep = upsample_bilinear(out.keep[0, :, 0].to(residual.dtype), size)[None]
         flows = None
         if cfg.flow_warp and rgb is not None:
-            flows, gray = _flows(rgb, stream.gray)
+            flows, gray = memory_flows(rgb, stream.gray)
             flows = flows[None].to(device)
         if cfg.temporal_filter == "full":
             x = (guide_hr + residual)[None]
@@ -360,14 +359,6 @@ class _Block:
     stop: int
     write: tuple[int, ...] = ()  # chunks of the refined store to write (none: only advance the state)
     backward: bool = False  # pre-roll: read in reverse order, never written
-
-
-def _flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
-    """Optical flow (n, H, W, 2) from each frame of rgb (n, H, W, 3) to the one before (the first: to
-    gray_before, or zero at a video's start), and the last frame's grey image for the next chunk."""
-    flows, gray = flows_to_previous(rgb, gray_before)
-    no_flow = np.zeros((*rgb.shape[1:3], 2), np.float32)
-    return torch.from_numpy(np.stack([no_flow if f is None else f for f in flows])), gray
 
 
 def _preroll_blocks(num_frames: int, preroll: int, step: int) -> Iterator[_Block]:

@@ -13,10 +13,11 @@ k = 0 passes x through (an untrained model, whose head is zero, returns the teac
 per pixel where the value jumps by more than ~τ from the estimate (a moving edge, a disocclusion), finer than
 the grid the model sees. Like a motion-gated EMA, but with a gate learned from the losses.
 
-Motion compensation (refinement, SmootherConfig.flow_warp): before each frame the memory y_{t−1} is warped along
-the optical flow of the RGB from frame t to t−1, ŷ(p) = y_{t−1}(p + f(p)), and ŷ replaces y_{t−1} above, so the
-memory follows surfaces under camera and object motion instead of smearing across them; the model's gate and
-the reset then judge what is left. Training runs the filter without flow (its grid crops hold no RGB flow).
+Motion compensation (SmootherConfig.flow_warp): before each frame the memory y_{t−1} is warped along the optical
+flow of the RGB from frame t to t−1 (`memory_flows`), ŷ(p) = y_{t−1}(p + f(p)), and ŷ replaces y_{t−1} above, so
+the memory follows surfaces under camera and object motion instead of smearing across them; the model's gate and
+the reset then judge what is left. Training does the same on its grid crops (flow of the low-res RGB), so the gate
+learns what the warped memory leaves to judge, not what an unwarped one would.
 
 SmootherConfig.temporal_filter = "detail" applies the filter only to the band finer than the grid (x = ℓ −
 bilinear(ℓ on the grid), the residual added unfiltered); "off" disables it. Training applies the filter on the
@@ -25,8 +26,11 @@ model grid (the detail band one octave below it, `detail_band`); refinement appl
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from smoother.metrics_temporal import flows_to_previous
 
 
 def detail_band(log_d: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -55,6 +59,15 @@ def warp_backward(y: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     grid = torch.stack([gx, gy], dim=-1).to(y.dtype)
     out = F.grid_sample(y[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out[:, 0]
+
+
+def memory_flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
+    """Flows (n, H, W, 2) that move the filter's memory: OpenCV DIS from each frame of rgb (n, H, W, 3) uint8 to
+    the one before (the first frame: to `gray_before`, the grey image of the frame played before it; zero flow
+    when None, a video's start). Also the last frame's grey image, to continue in the next call."""
+    flows, gray = flows_to_previous(rgb, gray_before)
+    no_flow = np.zeros((*rgb.shape[1:3], 2), np.float32)
+    return torch.from_numpy(np.stack([no_flow if f is None else f for f in flows])), gray
 
 
 def gated_recursion(

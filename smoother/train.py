@@ -4,8 +4,9 @@
 
 Each step: a batch of windows (smoother/dataset.py) whose first `context` frames are burn-in, run without
 gradients so the window starts from the state of a long streaming run, as in refinement; the model's
-residual passed through its gated temporal filter (smoother/temporal_filter.py) gives the correction the
-losses judge. Per-pixel noise hidden from the model (`unseen_noise`) stands in for the store-resolution noise
+residual passed through its gated temporal filter (smoother/temporal_filter.py), whose memory follows the optical
+flow of the window's low-res RGB as in refinement (SmootherConfig.flow_warp), gives the correction the losses
+judge. Per-pixel noise hidden from the model (`unseen_noise`) stands in for the store-resolution noise
 that only the filter can remove.
 
 Ground truth is never read (smoother/dataset.py reads depth, confidence and rgb only). AdamW with no weight
@@ -44,11 +45,15 @@ from smoother.checkpoint import (
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.losses import smoother_losses
 from smoother.model import ResidualSmoother
-from smoother.temporal_filter import detail_band, gated_recursion
+from smoother.temporal_filter import detail_band, gated_recursion, memory_flows
 from steadydepth.config import Config
 from steadydepth.errors import InputError
 
-__all__ = ["TrainResult", "load_smoother", "param_groups", "train"]
+__all__ = ["TRAIN_VERSION", "TrainResult", "load_smoother", "param_groups", "train"]
+
+# Bump when the same config and data would train different weights (2: the filter's memory follows the RGB's
+# optical flow in training too). Part of the training cache key; a checkpoint of another version never resumes.
+TRAIN_VERSION = 2
 
 StepFn = Callable[[int, dict[str, float]], None]
 
@@ -150,6 +155,11 @@ def train(
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         saved = checkpoint_config(ckpt, ckpt_path)
+        if ckpt.get("train_version", 1) != TRAIN_VERSION:
+            raise InputError(
+                f"checkpoint {ckpt_path} was made by training code version {ckpt.get('train_version', 1)} "
+                f"(now {TRAIN_VERSION}); use another out_dir or pass resume=False"
+            )
         if saved.smoother != cfg.smoother:
             raise InputError(
                 f"checkpoint {ckpt_path} was trained with another smoother config; "
@@ -170,6 +180,7 @@ def train(
             ckpt_path,
             {
                 "step": step,
+                "train_version": TRAIN_VERSION,
                 "config": cfg.model_dump(mode="json", exclude={"store": {"storage_options"}}),  # may hold secrets
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -254,9 +265,10 @@ def _forward(
     """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus `noise`:
     the residual passed through the gated temporal filter (smoother/temporal_filter.py), whose input holds the
     noise the model did not see. Burn-in frames run without gradients, then the window continues from their model
-    and filter state."""
+    and filter state. With SmootherConfig.flow_warp and RGB, the filter's memory follows the optical flow of the
+    window's low-res RGB, as in refinement."""
     cfg = model.cfg
-    state, prev, parts, first = None, None, [], 0
+    state, prev, grays, parts, first = None, None, None, [], 0
     for part, grad in ((context, False), (window, True)):
         if part is None:
             continue
@@ -265,18 +277,33 @@ def _forward(
             out = model(part.depth, part.confidence, part.rgb, state=state)
             log_d = part.depth.clamp_min(1e-6).log()
             unseen = 0.0 if noise is None else noise[:, first : first + n]
+            flows = None
+            if cfg.flow_warp and part.rgb is not None and cfg.temporal_filter != "off":
+                flows, grays = window_flows(part.rgb, grays)
+            keep = out.keep[:, :, 0]  # the filter runs on (B, n, h, w): the warp moves whole frames
             if cfg.temporal_filter == "full":
                 x = log_d + unseen  # the teacher the losses judge
-                filtered, prev = gated_recursion(x + out.residual, out.keep, prev, cfg.filter_reset)
-                parts.append(filtered - x)
+                filtered, prev = gated_recursion((x + out.residual)[:, :, 0], keep, prev, cfg.filter_reset, flows)
+                parts.append(filtered[:, :, None] - x)
             elif cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
-                detail = detail_band(log_d) + unseen
-                filtered, prev = gated_recursion(detail, out.keep, prev, cfg.filter_reset)
-                parts.append(out.residual + (filtered - detail))
+                detail = (detail_band(log_d) + unseen)[:, :, 0]
+                filtered, prev = gated_recursion(detail, keep, prev, cfg.filter_reset, flows)
+                parts.append(out.residual + (filtered - detail)[:, :, None])
             else:  # k ≡ 0: the filter would pass everything through unchanged
                 parts.append(out.residual)
         state, first = out.state, first + n
     return torch.cat(parts, dim=1)
+
+
+def window_flows(
+    rgb: torch.Tensor, grays: list[np.ndarray] | None = None
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """`memory_flows` of each batch item: rgb (B, n, 3, h, w) in [0, 1] → flows (B, n, h, w, 2) on rgb's device,
+    frame t → t−1 (the first frame: to grays[b], the item's frame before, or zero flow when None), and each
+    item's last grey image to carry into the next part of the window."""
+    frames = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+    pairs = [memory_flows(f, None if grays is None else grays[b]) for b, f in enumerate(frames)]
+    return torch.stack([f for f, _ in pairs]).to(rgb.device), [g for _, g in pairs]
 
 
 def _mean_losses(recent: deque) -> dict[str, float]:

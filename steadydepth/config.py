@@ -128,7 +128,7 @@ class SmootherConfig(_Section):
         "log-depth, only on the detail finer than the grid, or off",
     )
     filter_reset: float = Field(
-        default=0.2, ge=0, description="|log-depth innovation| scale that shuts the filter's gate per pixel (0 = off)"
+        default=0.3, ge=0, description="|log-depth innovation| scale that shuts the filter's gate per pixel (0 = off)"
     )
     preroll: int = Field(
         default=16,
@@ -137,8 +137,8 @@ class SmootherConfig(_Section):
     )
     flow_warp: bool = Field(
         default=True,
-        description="refinement warps the filter's memory along the optical flow of the RGB (DIS) before each "
-        "frame, so it follows surfaces under camera and object motion",
+        description="training and refinement warp the filter's memory along the optical flow of the RGB (DIS) "
+        "before each frame, so it follows surfaces under camera and object motion",
     )
 
 

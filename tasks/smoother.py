@@ -11,7 +11,7 @@ from prefect import task
 from smoother.checkpoint import load_smoother
 from smoother.model import ResidualSmoother
 from smoother.refine import model_hash, refine_store
-from smoother.train import train
+from smoother.train import TRAIN_VERSION, train
 from steadydepth import tracking
 from steadydepth.config import Config
 from tasks.cache import digest, store_identity, stores_key
@@ -21,8 +21,8 @@ TRAIN_SECTIONS = ("smoother", "train", "loss")
 
 
 def train_key(store_uris: list[str], cfg: Config) -> str:
-    """Training is determined by the teacher stores, the smoother/train/loss config and the code version."""
-    return stores_key("train", store_uris, cfg, TRAIN_SECTIONS)
+    """Training is determined by the teacher stores, the smoother/train/loss config and the code versions."""
+    return stores_key("train", store_uris, cfg, TRAIN_SECTIONS, TRAIN_VERSION)
 
 
 @task(

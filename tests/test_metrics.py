@@ -22,6 +22,7 @@ from smoother.metrics import (
     static_mask_from_rgb,
     tae,
 )
+from smoother.metrics_temporal import DIS_MIN_SIZE, optical_flow
 from steadydepth.config import EvaluateConfig
 from steadydepth.errors import InputError
 
@@ -314,3 +315,17 @@ def test_evaluate_sequence_picks_available_metrics() -> None:
     assert only_gt["absrel"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(InputError):
         evaluate_sequence(depth, gt=depth)  # no depth caps
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_dis_flow_of_a_one_pixel_shift_also_on_images_under_dis_minimum(size: int) -> None:
+    """DIS refuses images under 12 px on both sides (training crops can be 8 px): those are upsampled first."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.random((size, size + 12)).astype(np.float32), (0, 0), 1.2)
+    texture = ((texture - texture.min()) / (texture.max() - texture.min()) * 255).astype(np.uint8)
+    before, now = np.ascontiguousarray(texture[:, 5 : 5 + size]), np.ascontiguousarray(texture[:, 4 : 4 + size])
+    flow = optical_flow(now, before)  # now(p) = before(p − 1 in x): the flow to the frame before is −1 in x
+    assert flow.shape == (size, size, 2) and (size < DIS_MIN_SIZE) == (size == 8)
+    inner = flow[2:-2, 2:-2]
+    assert np.median(inner[..., 0]) == pytest.approx(-1.0, abs=0.1)
+    assert np.median(np.abs(inner[..., 1])) < 0.1

@@ -12,8 +12,8 @@ import zarr
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
-from smoother.refine import _Block, _flows, _prefetch, refine_store
-from smoother.temporal_filter import gated_recursion
+from smoother.refine import _Block, _prefetch, refine_store
+from smoother.temporal_filter import gated_recursion, memory_flows
 from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.config import SmootherConfig
 from steadydepth.errors import StoreError
@@ -176,7 +176,7 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(
     residual = guided_upsample(out.residual[0, :, 0], small.log(), log_hr)
     keep = upsample_bilinear(out.keep[0, :, 0], (H, W))
     assert 0.1 < keep.mean() < 0.9  # the filter does something
-    flows = _flows(frames["rgb"][order], None)[0][None] if flow else None  # frame t -> t−1, played order
+    flows = memory_flows(frames["rgb"][order], None)[0][None] if flow else None  # frame t -> t−1, played order
     if band == "full":  # the filter over all frames at once, on all of the corrected log-depth
         filtered, _ = gated_recursion((log_hr + residual)[None], keep[None], reset=cfg.filter_reset, flows=flows)
         residual = filtered[0] - log_hr

@@ -1,15 +1,19 @@
-"""Training: overfits one window, exact resume (stop or crash), GT never used, checkpoint round trip."""
+"""Training: overfits one window, exact resume (stop or crash), GT never used, checkpoint round trip, the flow-warped
+filter in the training forward."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 from test_dataset import make_teacher_store
 
 from smoother.checkpoint import load_checkpoint
-from smoother.dataset import TeacherWindows, WindowSampler
+from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.model import ResidualSmoother
-from smoother.train import _forward, load_smoother, lr_lambda, param_groups, train
+from smoother.temporal_filter import gated_recursion
+from smoother.train import TRAIN_VERSION, _forward, load_smoother, lr_lambda, param_groups, train, window_flows
 from steadydepth.config import Config, LossConfig, SmootherConfig, TrainConfig
 from steadydepth.errors import InputError
 
@@ -113,6 +117,13 @@ def test_checkpoint_round_trip_and_result(tmp_path):
         load_smoother(old)
     with pytest.raises(InputError, match="another version"):
         train(_cfg(steps=4), [uri], str(old.parent))
+    # a checkpoint of older training code (same config) is never resumed: its weights came from other arithmetic
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["train_version"] == TRAIN_VERSION
+    ckpt["train_version"] = TRAIN_VERSION - 1
+    torch.save(ckpt, result.checkpoint)
+    with pytest.raises(InputError, match=f"training code version {TRAIN_VERSION - 1}"):
+        train(_cfg(steps=4), [uri], str(tmp_path / "run"))
 
 
 def test_param_groups_and_schedule():
@@ -128,12 +139,13 @@ def test_param_groups_and_schedule():
     assert lrs[50] < lrs[10] and lrs[-1] == pytest.approx(0.1, abs=1e-3)
 
 
-def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path):
+@pytest.mark.parametrize("flow_warp", [True, False])
+def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path, flow_warp):
     uri = make_teacher_store(tmp_path / "v.teacher.zarr", num_frames=20)
     sampler = WindowSampler(TeacherWindows([uri], long_edge=16), window=6, batch_size=2, seed=1, burn_in=12)
     batch = next(b for b in (sampler.sample() for _ in range(20)) if b.context > 2)
     torch.manual_seed(0)
-    model = ResidualSmoother(TINY)
+    model = ResidualSmoother(TINY.model_copy(update={"flow_warp": flow_warp}))
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-trivial residual
     torch.nn.init.constant_(model.head.bias, 0.5)  # and an open temporal filter (k ≈ 0.5)
     context, window = batch.split()
@@ -146,3 +158,50 @@ def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path):
     assert torch.all(g_context == 0) and g_window.abs().sum() > 0  # burn-in runs without gradients
     cfg = _cfg(steps=2, burn_in=8)
     assert train(cfg, [uri], str(tmp_path / "run")).step == 2
+
+
+def _moving_batch(n: int = 10, h: int = 20, w: int = 28, speed: float = 1.0, seed: int = 0) -> Batch:
+    """Two items of one smooth texture (rgb and log-depth alike) sliding right by `speed` px per frame."""
+    rng = np.random.default_rng(seed)
+    big = gaussian_filter(rng.random((h, w + 2 * n + 8)), 1.5)
+    big = (big - big.min()) / (big.max() - big.min())
+    frames = np.stack([big[:, n + 4 - round(t * speed) :][:, :w] for t in range(n)])  # (n, h, w)
+    rgb = torch.from_numpy(frames).float()[None, :, None].expand(2, n, 3, h, w).contiguous()
+    depth = torch.exp(torch.from_numpy(frames).float()[None, :, None].expand(2, n, 1, h, w)).contiguous()
+    return Batch(depth, torch.ones_like(depth), rgb, torch.ones(2, n, dtype=torch.bool), [0, 0], [0, 0], [1, 1])
+
+
+def test_window_flows_follow_the_motion_and_carry_the_frame_before():
+    batch = _moving_batch()
+    flows, grays = window_flows(batch.rgb)
+    assert flows.shape == (2, 10, 20, 28, 2) and len(grays) == 2 and grays[0].shape == (20, 28)
+    assert torch.all(flows[:, 0] == 0)  # no frame before the first: no flow
+    inside = flows[:, 1:, 4:-4, 6:-6]
+    # content moves +1 px in x per frame, so frame t samples frame t−1 one pixel to the left
+    assert inside[..., 0].median() == pytest.approx(-1.0, abs=0.15)
+    assert inside[..., 1].abs().median() < 0.15
+    # the last grey frame carried in gives the first frame its flow, as in one pass over all frames
+    _, tail = window_flows(batch.rgb[:, :4])
+    carried, _ = window_flows(batch.rgb[:, 4:], tail)
+    torch.testing.assert_close(carried, flows[:, 4:])
+
+
+def test_training_forward_runs_the_filter_along_the_flow():
+    """With flow_warp the training filter is the flow-warped recursion over the window (the same arithmetic as
+    refinement); it follows a moving pattern, so the refined window lags the teacher less than without."""
+    batch = _moving_batch(n=12)
+    torch.manual_seed(0)
+    model = ResidualSmoother(TINY)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([0.0, 0.9]))  # ΔD = 0, gate k = 0.9 (holds strongly)
+    _, window = batch.split()
+    warped = _forward(model, None, window)
+    out = model(batch.depth, batch.confidence, batch.rgb)
+    x = batch.depth.log()[:, :, 0]
+    expected, _ = gated_recursion(x, out.keep[:, :, 0], None, TINY.filter_reset, window_flows(batch.rgb)[0])
+    torch.testing.assert_close(warped[:, :, 0], expected - x)
+    plain = ResidualSmoother(TINY.model_copy(update={"flow_warp": False}))
+    plain.load_state_dict(model.state_dict())
+    unwarped = _forward(plain, None, window)
+    lag = lambda residual: residual[:, 4:, 0, 4:-4, 6:-6].abs().mean()  # noqa: E731  (drift from the teacher)
+    assert lag(warped) < 0.3 * lag(unwarped), (lag(warped), lag(unwarped))
