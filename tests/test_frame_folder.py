@@ -170,7 +170,9 @@ def test_open_source_dispatch(tmp_path: Path) -> None:
 def batch(tmp_path: Path) -> Path:
     root = tmp_path / "batch"
     root.mkdir()
-    for name in ["b.mp4", "A.MOV", "c.mkv", "d.webm", "e.avi", "f.m4v", "notes.txt", "readme.md"]:
+    # Hidden names (a macOS `._` metadata file, a half-written `.partial` video) are not inputs.
+    hidden = ["._b.mp4", ".g.partial.mp4"]
+    for name in ["b.mp4", "A.MOV", "c.mkv", "d.webm", "e.avi", "f.m4v", "notes.txt", "readme.md", *hidden]:
         (root / name).write_bytes(b"x")
     make_frame_folder(root / "scan", num_frames=1)
     (root / "b.gt.zarr").mkdir()  # a ground-truth sidecar

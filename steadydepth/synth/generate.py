@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from steadydepth.errors import StoreError
 from steadydepth.synth.camera import camera_path, camera_region
 from steadydepth.synth.render import pixel_rays, render_frame
 from steadydepth.synth.scenarios import Scenario, scenario_for
 from steadydepth.synth.scene import Scene, build_scene
 from steadydepth.video.encode import write_video
-from storage.ground_truth import sidecar_uri, write_ground_truth
+from storage.ground_truth import open_ground_truth, sidecar_uri, write_ground_truth
 
 GENERATOR_VERSION = "synth-1"  # bump when the same seed would render different depth
 
@@ -110,7 +112,11 @@ def generate_benchmark(
 
     Each video `<name>.mp4` (H.264, yuv420p, crf 18) gets a sidecar `<name>.gt.zarr` with exact z-depth (T, H, W)
     float32 metres, camera-to-world poses (T, 4, 4), K (3, 3), fps, and attrs naming the scenario and seed.
-    Same seed → identical depth, poses and RGB frames.
+    Same seed → identical depth, poses and RGB frames. A video already in out_dir from the same parameters is
+    kept, not re-encoded: libx264 does not write bit-identical files from run to run (its output depends on
+    memory layout), and a video's bytes are its identity in the depth stores and task caches, so a rerun must
+    not replace it. Files are written under temporary names and renamed, so an interrupted run leaves no
+    half-written video that looks finished.
     """
     h, w = size
     if h % 2 or w % 2 or h < 16 or w < 16:
@@ -122,6 +128,10 @@ def generate_benchmark(
     paths = []
     for index in range(n_videos):
         plan = plan_video(index, n_frames=n_frames, size=size, seed=seed, fps=fps)
+        mp4 = out_dir / f"{plan.name}.mp4"
+        paths.append(mp4)
+        if _already_generated(mp4, plan, n_frames):
+            continue
         depth = np.empty((n_frames, h, w), dtype=np.float32)
 
         def rgb_frames(plan: VideoPlan = plan, depth: np.ndarray = depth) -> Iterator[np.ndarray]:
@@ -129,11 +139,34 @@ def generate_benchmark(
                 depth[t] = d
                 yield rgb
 
-        mp4 = out_dir / f"{plan.name}.mp4"
-        write_video(mp4, rgb_frames(), fps)
-        write_ground_truth(sidecar_uri(str(mp4)), depth, plan.poses, plan.K, fps, attrs=plan.attrs)
-        paths.append(mp4)
+        # The sidecar is what marks a video finished, so it goes first out and last in.
+        sidecar = Path(sidecar_uri(str(mp4)))
+        shutil.rmtree(sidecar, ignore_errors=True)
+        partial_mp4 = mp4.with_name(f".{plan.name}.partial.mp4")  # hidden: input discovery skips it
+        write_video(partial_mp4, rgb_frames(), fps)
+        partial_mp4.replace(mp4)
+        partial_sidecar = sidecar.with_name(f".{plan.name}.partial.gt.zarr")
+        shutil.rmtree(partial_sidecar, ignore_errors=True)
+        write_ground_truth(str(partial_sidecar), depth, plan.poses, plan.K, fps, attrs=plan.attrs)
+        partial_sidecar.rename(sidecar)
     return paths
+
+
+def _already_generated(mp4: Path, plan: VideoPlan, n_frames: int) -> bool:
+    """Whether mp4 and its sidecar were written, completely, from exactly this plan's parameters."""
+    if not mp4.is_file():
+        return False
+    try:
+        gt = open_ground_truth(sidecar_uri(str(mp4)))
+    except StoreError:
+        return False
+    attrs = gt.group.attrs
+    return (
+        all(attrs.get(key) == value for key, value in plan.attrs.items())
+        and gt.num_frames == n_frames
+        and gt.size == tuple(plan.size)
+        and gt.fps == float(plan.fps)
+    )
 
 
 def main() -> None:

@@ -54,7 +54,8 @@ def source_name(path: str | Path) -> str:
 
 
 def _keep_local(path: Path) -> bool:
-    if _is_store(path.name):
+    # Hidden names are never inputs: macOS `._clip.mp4` metadata files, half-written `.partial` files.
+    if path.name.startswith(".") or _is_store(path.name):
         return False
     if path.is_dir():
         return is_frame_folder(path)
@@ -94,8 +95,9 @@ def discover_sources(spec: str | Path) -> list[str]:
     the folder itself when it is a frame folder), a glob (sorted), a `.txt` list file (in its order), or
     one video.
 
-    Video suffixes: .mp4 .mov .mkv .avi .webm .m4v (any case). `*.zarr` stores and `*.gt.zarr` sidecars
-    are skipped. Raises InputError when the spec does not exist or names no input at all.
+    Video suffixes: .mp4 .mov .mkv .avi .webm .m4v (any case). `*.zarr` stores, `*.gt.zarr` sidecars and
+    hidden names (`.x`, e.g. macOS `._clip.mp4` files) are skipped. Raises InputError when the spec does not
+    exist or names no input at all.
     """
     spec = str(spec)
     if uris.is_url(spec):
