@@ -14,6 +14,8 @@ with `evaluate_dataset` against GT, valid 1 mm–10 m, no alignment):
   the band finer than the grid) / "off" (only the grid residual; smoother/temporal_filter.py);
 - no filter reset: SmootherConfig.filter_reset=0 (the gate alone decides where to hold);
 - no flow warp: SmootherConfig.flow_warp=False (the filter's memory stays at the pixel, in training and refinement);
+- no flow cues: SmootherConfig.flow_cues=False (the model's temporal-change cues pixel by pixel, not along the flow);
+- pixel-wise losses: LossConfig.flow_compensated=False (frame-to-frame loss terms pixel by pixel, not along the flow);
 - frame anchor: LossConfig.anchor_mean=False (still pixels anchored to each frame, not the teacher's mean);
 - no pre-roll: SmootherConfig.preroll=0 (refinement starts cold at frame 0; the same training);
 - no burn-in: TrainConfig.burn_in=0 (every window starts from a fresh state);
@@ -65,6 +67,8 @@ def variants(quick: bool) -> dict[str, dict[str, Any]]:
         "no temporal filter": {"smoother": {"temporal_filter": "off"}},
         "no filter reset": {"smoother": {"filter_reset": 0.0}},
         "no flow warp": {"smoother": {"flow_warp": False}},
+        "no flow cues": {"smoother": {"flow_cues": False}},
+        "pixel-wise losses": {"loss": {"flow_compensated": False}},
         "frame anchor": {"loss": {"anchor_mean": False}},
         "no pre-roll": {"smoother": {"preroll": 0}},
         "no burn-in": {"train": {"burn_in": 0}},

@@ -94,10 +94,21 @@ def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+# Fields added after checkpoints were first written, with the value that reproduces what those checkpoints did.
+LEGACY_DEFAULTS = {"smoother": {"flow_cues": False}, "loss": {"flow_compensated": False}}
+
+
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path) -> Config:
-    """The run config saved in a loaded checkpoint; InputError if this version of SteadyDepth cannot read it."""
+    """The run config saved in a loaded checkpoint; InputError if this version of SteadyDepth cannot read it.
+
+    A field the checkpoint predates takes its LEGACY_DEFAULTS value, not today's default, so an older model keeps
+    running as it was trained."""
+    saved = dict(ckpt["config"])
+    for section, fields in LEGACY_DEFAULTS.items():
+        if isinstance(saved.get(section), dict):
+            saved[section] = {**fields, **saved[section]}
     try:
-        return Config.model_validate(ckpt["config"])
+        return Config.model_validate(saved)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])

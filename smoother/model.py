@@ -10,6 +10,11 @@ A second head channel is the gate k ∈ [0, 1] of the temporal filter (smoother/
 lives on the model grid, and k says per pixel how much of the previous refined frame to hold. The model only
 predicts k; the caller applies the filter (on the grid in training, at store resolution in refine).
 
+Motion cues (SmootherConfig.flow_cues): the temporal changes the model sees compare each frame with the one
+before moved along the optical flow of the low-res RGB (computed by the caller, `temporal_filter.grid_flows`), so
+under camera motion what is left is the teacher's flicker plus occlusions, not the motion itself; pixel by pixel a
+pan looks like change everywhere and the frame-wide flicker is buried in it.
+
 Everything is causal: frame t sees frames ≤ t only. So the same model runs over a training window in
 one call or over a video of any length frame by frame with a fixed-size state (`SmootherState`).
 
@@ -26,9 +31,11 @@ from einops import rearrange
 from torch import nn
 
 from smoother.ssm import Mamba2Block, Mamba2State
+from smoother.temporal_filter import warp_previous
 from steadydepth.config import SmootherConfig
 
 N_PIXEL_INPUTS = 5  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
+N_FLOW_INPUTS = 2  # and with SmootherConfig.flow_cues: how far the pixel and the camera moved
 
 
 @dataclass
@@ -57,7 +64,8 @@ class FeatureEncoder(nn.Module):
     """Per-frame CNN: (teacher log-depth structure, confidence, RGB, motion cues) → d_feat channels.
 
     Inputs per frame (on the depth grid): log-depth minus its frame mean, confidence, RGB (3, zeros
-    when absent), |Δ log-depth| and |Δ RGB| to the previous frame (the motion cue). A globally pooled
+    when absent), |Δ log-depth| and |Δ RGB| to the previous frame, moved along the flow with flow_cues (the
+    motion cue). A globally pooled
     copy of the features is added back so every pixel knows what the whole frame did (a global scale
     jump looks the same everywhere; motion does not).
     """
@@ -116,7 +124,7 @@ class ResidualSmoother(nn.Module):
         self.cfg = cfg
         d_feat = 16 if cfg.use_features else 0
         self.features = FeatureEncoder(d_feat) if cfg.use_features else None
-        self.inp = nn.Linear(N_PIXEL_INPUTS + d_feat, cfg.d_model)
+        self.inp = nn.Linear(N_PIXEL_INPUTS + N_FLOW_INPUTS * cfg.flow_cues + d_feat, cfg.d_model)
         self.blocks = nn.ModuleList(SmootherBlock(cfg) for _ in range(cfg.n_layers))
         self.norm_f = nn.RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, 2)  # (ΔD, filter gate k)
@@ -125,12 +133,25 @@ class ResidualSmoother(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def _pixel_inputs(
-        self, log_d: torch.Tensor, conf: torch.Tensor, rgb: torch.Tensor | None, state: SmootherState | None
+        self,
+        log_d: torch.Tensor,
+        conf: torch.Tensor,
+        rgb: torch.Tensor | None,
+        state: SmootherState | None,
+        flows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame cues (B, N, C, H, W) and, for the CNN, (B, N, 7, H, W). Only frames ≤ t are used."""
+        """Per-frame cues (B, N, C, H, W) and, for the CNN, (B, N, 7, H, W). Only frames ≤ t are used.
+
+        The temporal changes compare each frame with the one before, moved along `flows` when given (camera and
+        object motion removed: what is left is the teacher's flicker, occlusions and flow errors), else pixel by
+        pixel."""
         b, n, _, h, w = log_d.shape
-        prev = log_d[:, :1] if state is None else state.prev_log_depth[:, None]
-        dlog = log_d - torch.cat([prev, log_d[:, :-1]], dim=1)  # temporal change (0 at the first frame)
+        prev = log_d[:, 0] if state is None else state.prev_log_depth  # (B, 1, H, W)
+        if flows is None:
+            before = torch.cat([prev[:, None], log_d[:, :-1]], dim=1)
+        else:
+            before = warp_previous(log_d, prev, flows)
+        dlog = log_d - before  # temporal change (0 at a video's first frame)
         # Did the whole frame jump? The median, not the mean: under a pan or a close object real depth
         # changes dominate the mean and would pass for scale flicker (the losses use the median too).
         dlog_global = frame_median(dlog)  # (B, N, 1, 1, 1)
@@ -139,11 +160,21 @@ class ResidualSmoother(nn.Module):
         centred = log_d - log_d.mean(dim=(3, 4), keepdim=True)  # scene structure, scale-free
         frame_cues = torch.cat([dlog_global, local_motion], dim=2).expand(b, n, 2, h, w)
         pixel = torch.cat([dlog, frame_cues, centred, conf], dim=2)  # (B, N, 5, H, W)
+        if self.cfg.flow_cues:
+            # How far each pixel moved and how far the camera did (frame median): a warped memory is exact for a
+            # still camera and blurred, or wrong at occlusions, under fast motion; the cues above no longer say
+            # which, since the flow removed the motion from them. Zeros without flow (no RGB).
+            speed = log_d.new_zeros(b, n, 1, h, w) if flows is None else flows.norm(dim=-1)[:, :, None]
+            pixel = torch.cat([pixel, speed, frame_median(speed).expand(b, n, 1, h, w)], dim=2)  # (B, N, 7, H, W)
         if rgb is None:
             rgb_in, drgb = log_d.new_zeros(b, n, 3, h, w), log_d.new_zeros(b, n, 1, h, w)
         else:
-            prev_rgb = rgb[:, :1] if state is None or state.prev_rgb is None else state.prev_rgb[:, None]
-            drgb = (rgb - torch.cat([prev_rgb, rgb[:, :-1]], dim=1)).abs().mean(dim=2, keepdim=True)
+            prev_rgb = rgb[:, 0] if state is None or state.prev_rgb is None else state.prev_rgb
+            if flows is None:
+                rgb_before = torch.cat([prev_rgb[:, None], rgb[:, :-1]], dim=1)
+            else:
+                rgb_before = warp_previous(rgb, prev_rgb, flows)
+            drgb = (rgb - rgb_before).abs().mean(dim=2, keepdim=True)
             rgb_in = rgb
         cnn = torch.cat([centred, conf, rgb_in, dlog.abs(), drgb], dim=2)  # (B, N, 7, H, W)
         return pixel, cnn
@@ -154,16 +185,20 @@ class ResidualSmoother(nn.Module):
         confidence: torch.Tensor | None = None,
         rgb: torch.Tensor | None = None,
         state: SmootherState | None = None,
+        flows: torch.Tensor | None = None,
     ) -> SmootherOutput:
         """depth (B,N,1,H,W) metres > 0; confidence (B,N,1,H,W) in [0,1]; rgb (B,N,3,H,W) in [0,1].
 
-        With `state` from a previous call on the preceding frames, the output equals one call on the
-        concatenated frames (streaming). Returns refined depth = depth · exp(residual).
+        flows (B,N,H,W,2): optical flow of the RGB on this grid, frame t → t−1 (`temporal_filter.grid_flows`;
+        flows[:, 0] to the frame before this call, zero at a video's start); the motion cues follow it when
+        SmootherConfig.flow_cues is on, else they are ignored. With `state` from a previous call on the preceding
+        frames (and flows carried likewise), the output equals one call on the concatenated frames (streaming).
+        Returns refined depth = depth · exp(residual).
         """
         b, n, _, h, w = depth.shape
         log_d = depth.clamp_min(1e-6).log()
         conf = torch.ones_like(depth) if confidence is None else confidence
-        pixel, cnn = self._pixel_inputs(log_d, conf, rgb, state)
+        pixel, cnn = self._pixel_inputs(log_d, conf, rgb, state, flows if self.cfg.flow_cues else None)
         x = pixel
         if self.features is not None:
             feats = self.features(rearrange(cnn, "b n c h w -> (b n) c h w"))

@@ -1,6 +1,7 @@
 """Refine a teacher depth store with a trained smoother, chunk by chunk, into a new refined store.
 
     teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD, k (h×w)
+                                     (its motion cues follow the optical flow of the grid RGB, as in training)
                                      guided upsample of ΔD (guide: teacher log-depth) ─▶ ΔD (H×W)
                                      temporal filter of log teacher + ΔD at H×W, gate k upsampled, its
                                      memory warped along the RGB's optical flow (smoother/temporal_filter.py)
@@ -43,14 +44,14 @@ import torch
 
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother, SmootherState
-from smoother.temporal_filter import gated_recursion, memory_flows
+from smoother.temporal_filter import gated_recursion, grid_flows, memory_flows
 from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
 from steadydepth.errors import StoreError
 from storage import uri as uris
 from storage.depth_store import _BOOKKEEPING, DepthStore
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
-REFINE_VERSION = 4  # bump when the refinement arithmetic changes: it is part of the store identity
+REFINE_VERSION = 5  # bump when the refinement arithmetic changes: it is part of the store identity
 COPIED = ("confidence", "gt_depth", "pose")  # optional teacher variables the refined store carries over
 
 
@@ -273,6 +274,7 @@ class StreamState:
     model: SmootherState | None = None
     filtered: torch.Tensor | None = None  # (1, H, W) the filter's output (log-depth or detail) of the last frame
     gray: np.ndarray | None = None  # (H, W) uint8 the last frame's grey image (flow into the next chunk)
+    grid_gray: np.ndarray | None = None  # (h, w) uint8 the same on the model grid (the model's motion cues)
 
 
 def refine_chunk(
@@ -307,11 +309,17 @@ def refine_chunk(
     conf = rgb_lr = None
     if confidence is not None:
         conf = downsample_confidence(torch.from_numpy(confidence).to(device), grid)[None, :, None].to(dtype)
-    if rgb is not None and cfg.use_features:
+    grid_flow, grid_gray = None, None
+    if rgb is not None and (cfg.use_features or cfg.flow_cues):
         rgb_lr = downsample_rgb(torch.from_numpy(rgb).to(device), grid)[None].to(dtype)  # (1, n, 3, h, w)
-    out = model(small[None, :, None].to(dtype), conf, rgb_lr, stream.model)  # (1, n, 1, h, w)
+        if cfg.flow_cues:  # the model's cues follow the flow of the RGB it sees, computed as in training
+            grid_flow, grays = grid_flows(rgb_lr, None if stream.grid_gray is None else [stream.grid_gray])
+            grid_flow, grid_gray = grid_flow.to(dtype), grays[0]
+        if not cfg.use_features:
+            rgb_lr = None
+    out = model(small[None, :, None].to(dtype), conf, rgb_lr, stream.model, grid_flow)  # (1, n, 1, h, w)
     if replay and cfg.temporal_filter == "off":
-        return None, StreamState(out.state, None)
+        return None, StreamState(out.state, None, grid_gray=grid_gray)
     guide_hr = depth_dev.clamp_min(1e-6).log()
     guide_lr = small.log()  # the log-depth the model saw
     size = tuple(guide_hr.shape[-2:])
@@ -331,7 +339,7 @@ def refine_chunk(
             detail = guide_hr - upsample_bilinear(guide_lr, size)  # finer than the grid (n, H, W)
             filtered, prev = gated_recursion(detail[None], keep, stream.filtered, cfg.filter_reset, flows)
             residual = residual + (filtered[0] - detail)
-    state = StreamState(out.state, prev, gray)
+    state = StreamState(out.state, prev, gray, grid_gray)
     if replay:
         return None, state
     # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
@@ -426,7 +434,7 @@ def _run(
     inputs = ["depth"]
     if "confidence" in teacher.variables:
         inputs.append("confidence")
-    if "rgb" in teacher.variables and (model.cfg.use_features or model.cfg.flow_warp):
+    if "rgb" in teacher.variables and (model.cfg.use_features or model.cfg.flow_warp or model.cfg.flow_cues):
         inputs.append("rgb")
     copied = [v for v in refined.variables if v != "depth"]  # K, timestamp, frame_index + optional copies
     was_training = model.training

@@ -46,8 +46,9 @@ def detail_band(log_d: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 def warp_backward(y: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """y(p + f(p)), bilinear, border values repeated: y (B, H, W), flow (B, H, W, 2) in pixels (x, y)."""
-    b, h, w = y.shape
+    """y(p + f(p)), bilinear, border values repeated: y (B, H, W) or (B, C, H, W), flow (B, H, W, 2) in pixels
+    (x, y); the result has y's shape."""
+    h, w = flow.shape[1:3]
     yy, xx = torch.meshgrid(
         torch.arange(h, device=y.device, dtype=flow.dtype),
         torch.arange(w, device=y.device, dtype=flow.dtype),
@@ -57,8 +58,18 @@ def warp_backward(y: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     gx = 2 * (xx + flow[..., 0]) / max(w - 1, 1) - 1
     gy = 2 * (yy + flow[..., 1]) / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1).to(y.dtype)
-    out = F.grid_sample(y[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out[:, 0]
+    channels = y.ndim == 4
+    out = F.grid_sample(y if channels else y[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out if channels else out[:, 0]
+
+
+def warp_previous(x: torch.Tensor, prev: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """Each frame's predecessor moved into it along the flow: x (B, N, C, H, W), prev (B, C, H, W) the frame before
+    x[:, 0], flows (B, N, H, W, 2) frame t → t−1 (`memory_flows`) → (B, N, C, H, W) with entry t = x_{t−1}(p + f_t(p))
+    (entry 0 from prev). Frame t minus this is the temporal change of what stayed in view, camera motion removed."""
+    b, n, c, h, w = x.shape
+    before = torch.cat([prev[:, None], x[:, :-1]], dim=1).reshape(b * n, c, h, w)
+    return warp_backward(before, flows.reshape(b * n, h, w, 2)).reshape(b, n, c, h, w)
 
 
 def memory_flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -68,6 +79,16 @@ def memory_flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch
     flows, gray = flows_to_previous(rgb, gray_before)
     no_flow = np.zeros((*rgb.shape[1:3], 2), np.float32)
     return torch.from_numpy(np.stack([no_flow if f is None else f for f in flows])), gray
+
+
+def grid_flows(rgb: torch.Tensor, grays: list[np.ndarray] | None = None) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """`memory_flows` of each batch item on the model grid: rgb (B, n, 3, h, w) in [0, 1] → flows (B, n, h, w, 2) on
+    rgb's device, frame t → t−1 (the first frame: to grays[b], the item's frame before, or zero flow when None),
+    and each item's last grey image to carry into the next call. Training and refinement both compute the flows the
+    model and the losses see this way, from the same low-res RGB, so the model meets at inference what it learnt on."""
+    frames = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+    pairs = [memory_flows(f, None if grays is None else grays[b]) for b, f in enumerate(frames)]
+    return torch.stack([f for f, _ in pairs]).to(rgb.device), [g for _, g in pairs]
 
 
 def gated_recursion(

@@ -6,8 +6,9 @@ Each step: a batch of windows (smoother/dataset.py) whose first `context` frames
 gradients so the window starts from the state of a long streaming run, as in refinement; the model's
 residual passed through its gated temporal filter (smoother/temporal_filter.py), whose memory follows the optical
 flow of the window's low-res RGB as in refinement (SmootherConfig.flow_warp), gives the correction the losses
-judge. Per-pixel noise hidden from the model (`unseen_noise`) stands in for the store-resolution noise
-that only the filter can remove.
+judge. The same flow (`grid_flows`, once per batch) feeds the model's motion cues (SmootherConfig.flow_cues) and
+the flow-compensated temporal losses (LossConfig.flow_compensated). Per-pixel noise hidden from the model
+(`unseen_noise`) stands in for the store-resolution noise that only the filter can remove.
 
 Ground truth is never read (smoother/dataset.py reads depth, confidence and rgb only). AdamW with no weight
 decay on biases, norms and the SSM's `_no_weight_decay` parameters; linear warm-up then cosine decay to
@@ -45,15 +46,16 @@ from smoother.checkpoint import (
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.losses import smoother_losses
 from smoother.model import ResidualSmoother
-from smoother.temporal_filter import detail_band, gated_recursion, memory_flows
+from smoother.temporal_filter import detail_band, gated_recursion, grid_flows
 from steadydepth.config import Config
 from steadydepth.errors import InputError
 
-__all__ = ["TRAIN_VERSION", "TrainResult", "load_smoother", "param_groups", "train"]
+__all__ = ["TRAIN_VERSION", "TrainResult", "load_smoother", "needs_flows", "param_groups", "train"]
 
 # Bump when the same config and data would train different weights (2: the filter's memory follows the RGB's
-# optical flow in training too). Part of the training cache key; a checkpoint of another version never resumes.
-TRAIN_VERSION = 2
+# optical flow in training too; 3: flow-compensated motion cues and losses). Part of the training cache key; a
+# checkpoint of another version never resumes.
+TRAIN_VERSION = 3
 
 StepFn = Callable[[int, dict[str, float]], None]
 
@@ -198,6 +200,7 @@ def train(
     model.train()
     bar = tqdm(total=total, initial=step, disable=not tc.progress, desc="train smoother", unit="step")
     threads = torch.get_num_threads()
+    use_flows = needs_flows(cfg)
     if tc.num_threads is not None:
         torch.set_num_threads(tc.num_threads)  # spinning OpenMP threads cost 10× on a shared CPU
     try:
@@ -205,8 +208,9 @@ def train(
             batch = sampler.sample().to(device)
             context, window = batch.split()
             noise = unseen_noise(batch.depth, tc.hidden_noise if cfg.smoother.temporal_filter != "off" else 0.0)
+            flows = grid_flows(batch.rgb)[0] if batch.rgb is not None and use_flows else None
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
-                residual = _forward(model, context, window, noise)
+                residual = _forward(model, context, window, noise, flows)
             losses = smoother_losses(
                 residual,
                 batch.depth * torch.exp(noise),
@@ -215,6 +219,7 @@ def train(
                 rgb=batch.rgb,
                 frame_mask=batch.valid,
                 first=batch.context,
+                flows=flows,
             )
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
@@ -259,51 +264,50 @@ def unseen_noise(depth: torch.Tensor, max_std: float) -> torch.Tensor:
     return (std * torch.randn(depth.shape)).to(depth.device, depth.dtype)
 
 
+def needs_flows(cfg: Config) -> bool:
+    """Whether training (and refinement, for the model) uses the optical flow of the low-res RGB."""
+    sm = cfg.smoother
+    return (sm.flow_warp and sm.temporal_filter != "off") or sm.flow_cues or cfg.loss.flow_compensated
+
+
 def _forward(
-    model: ResidualSmoother, context: Batch | None, window: Batch, noise: torch.Tensor | None = None
+    model: ResidualSmoother,
+    context: Batch | None,
+    window: Batch,
+    noise: torch.Tensor | None = None,
+    flows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus `noise`:
     the residual passed through the gated temporal filter (smoother/temporal_filter.py), whose input holds the
     noise the model did not see. Burn-in frames run without gradients, then the window continues from their model
-    and filter state. With SmootherConfig.flow_warp and RGB, the filter's memory follows the optical flow of the
-    window's low-res RGB, as in refinement."""
+    and filter state. flows (B, context + window, h, w, 2): `grid_flows` of the batch's RGB, or None; the model's
+    motion cues (SmootherConfig.flow_cues) and the filter's memory (flow_warp) follow it, as in refinement."""
     cfg = model.cfg
-    state, prev, grays, parts, first = None, None, None, [], 0
+    state, prev, parts, first = None, None, [], 0
     for part, grad in ((context, False), (window, True)):
         if part is None:
             continue
         n = part.depth.shape[1]
+        part_flows = None if flows is None else flows[:, first : first + n]
         with torch.set_grad_enabled(grad):
-            out = model(part.depth, part.confidence, part.rgb, state=state)
+            out = model(part.depth, part.confidence, part.rgb, state=state, flows=part_flows)
             log_d = part.depth.clamp_min(1e-6).log()
             unseen = 0.0 if noise is None else noise[:, first : first + n]
-            flows = None
-            if cfg.flow_warp and part.rgb is not None and cfg.temporal_filter != "off":
-                flows, grays = window_flows(part.rgb, grays)
+            memory_flow = part_flows if cfg.flow_warp else None
             keep = out.keep[:, :, 0]  # the filter runs on (B, n, h, w): the warp moves whole frames
             if cfg.temporal_filter == "full":
                 x = log_d + unseen  # the teacher the losses judge
-                filtered, prev = gated_recursion((x + out.residual)[:, :, 0], keep, prev, cfg.filter_reset, flows)
+                corrected = (x + out.residual)[:, :, 0]
+                filtered, prev = gated_recursion(corrected, keep, prev, cfg.filter_reset, memory_flow)
                 parts.append(filtered[:, :, None] - x)
             elif cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
                 detail = (detail_band(log_d) + unseen)[:, :, 0]
-                filtered, prev = gated_recursion(detail, keep, prev, cfg.filter_reset, flows)
+                filtered, prev = gated_recursion(detail, keep, prev, cfg.filter_reset, memory_flow)
                 parts.append(out.residual + (filtered - detail)[:, :, None])
             else:  # k ≡ 0: the filter would pass everything through unchanged
                 parts.append(out.residual)
         state, first = out.state, first + n
     return torch.cat(parts, dim=1)
-
-
-def window_flows(
-    rgb: torch.Tensor, grays: list[np.ndarray] | None = None
-) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """`memory_flows` of each batch item: rgb (B, n, 3, h, w) in [0, 1] → flows (B, n, h, w, 2) on rgb's device,
-    frame t → t−1 (the first frame: to grays[b], the item's frame before, or zero flow when None), and each
-    item's last grey image to carry into the next part of the window."""
-    frames = (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
-    pairs = [memory_flows(f, None if grays is None else grays[b]) for b, f in enumerate(frames)]
-    return torch.stack([f for f, _ in pairs]).to(rgb.device), [g for _, g in pairs]
 
 
 def _mean_losses(recent: deque) -> dict[str, float]:

@@ -140,6 +140,11 @@ class SmootherConfig(_Section):
         description="training and refinement warp the filter's memory along the optical flow of the RGB (DIS) "
         "before each frame, so it follows surfaces under camera and object motion",
     )
+    flow_cues: bool = Field(
+        default=True,
+        description="the model's temporal-change cues compare each frame with the one before moved along the optical "
+        "flow of the low-res RGB (camera motion removed), not pixel by pixel",
+    )
 
 
 class TrainConfig(_Section):
@@ -241,6 +246,9 @@ class LossConfig(_Section):
 
     anchor: float = Field(default=1.0, ge=0, description="confidence-weighted L1 to the teacher's log-depth")
     temporal_static: float = Field(default=2.0, ge=0, description="frame-to-frame change on static pixels")
+    temporal_flow: float = Field(
+        default=2.0, ge=0, description="frame-to-frame change along the optical flow on surfaces that stayed in view"
+    )
     temporal_accel: float = Field(default=1.0, ge=0, description="second temporal difference (jitter)")
     temporal_global: float = Field(
         default=0.0, ge=0, description="second difference of the frame-wide change (off: lags under fast motion)"
@@ -255,6 +263,11 @@ class LossConfig(_Section):
     accel_rgb_tau: float = Field(default=0.1, gt=0, description="looser |Δ RGB| scale gating temporal_accel")
     edge_k: float = Field(default=10.0, ge=0, description="smoothness weight exp(-edge_k·|∇ log teacher|)")
     eps: float = Field(default=1e-3, gt=0, description="Charbonnier ε of the robust penalties (log-depth)")
+    flow_compensated: bool = Field(
+        default=True,
+        description="temporal_flow and temporal_accel compare each frame with the one before moved along the optical "
+        "flow of the RGB, so flicker is penalised under camera motion too (needs RGB)",
+    )
     anchor_mean: bool = Field(
         default=True, description="anchor pixels static over the whole window to the teacher's mean there"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smoother.losses import TERMS, charbonnier, motion_weights, smoother_losses
+from smoother.losses import TERMS, charbonnier, motion_weights, previous_frames, smoother_losses
 from smoother.model import ResidualSmoother
 from steadydepth.config import LossConfig, SmootherConfig
 
@@ -218,3 +218,56 @@ def test_anchor_mean_anchors_still_pixels_to_the_teacher_mean():
     b = smoother_losses(torch.zeros_like(moved), moved, CFG)["anchor"]
     still_only = smoother_losses(torch.zeros_like(jit), jit, cfg)["anchor"].item()
     assert b.item() == 0.0 and a.item() == pytest.approx(0.7 * still_only, rel=1e-3)  # 7 of 10 columns still
+
+
+def _pan(
+    n: int = 8, h: int = 8, w: int = 16, jitter: float = 0.05, local: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A textured wall panning one pixel left per frame, its teacher depth with per-frame scale flicker (std
+    `jitter`) and, with `local`, a fresh left-right tilt each frame (flicker that is not frame-wide), its RGB and the
+    flows (frame t → t−1: +1 px in x). Returns depth (1, n, 1, h, w), rgb (1, n, 3, h, w), flows (1, n, h, w, 2)."""
+    g = torch.Generator().manual_seed(3)
+    wall = 2.0 + torch.rand(h, w + n, generator=g)
+    depth = torch.stack([wall[:, t : t + w] for t in range(n)])[None, :, None]
+    rgb = (depth / wall.amax()).expand(1, n, 3, h, w).contiguous()
+    flows = torch.zeros(1, n, h, w, 2)
+    flows[:, 1:, ..., 0] = 1.0
+    tilt = local * torch.randn(1, n, 1, 1, 1, generator=g) * torch.linspace(-1, 1, w)
+    return _jitter(depth, jitter, seed=4) * torch.exp(tilt), rgb, flows
+
+
+def test_previous_frames_move_each_frame_into_the_next_along_the_flow():
+    depth, _, flows = _pan(jitter=0.0)
+    before = previous_frames(depth, flows)  # (1, n−1, 1, h, w)
+    torch.testing.assert_close(before[..., :-1], depth[:, 1:, ..., :-1])  # the wall stayed where the flow says
+    assert torch.equal(previous_frames(depth, None), depth[:, :-1])  # without flow: the same pixel
+
+
+def test_flow_terms_see_flicker_under_a_pan_but_not_a_steady_approach():
+    """Under a pan every pixel changes colour, so pixel by pixel nothing is static and the flicker goes unpunished;
+    along the flow the wall is still: the second difference sees the frame-wide flicker, temporal_flow the local
+    one. A wall the camera approaches at a steady speed (depth shrinking 2 % a frame) costs neither."""
+    depth, rgb, flows = _pan(local=0.05)
+    log_flicker = depth.log() - _pan(jitter=0.0)[0].log()  # (1, n, 1, h, w)
+    keep = torch.zeros_like(depth)  # the teacher as is: it flickers
+    steady = -log_flicker  # the correction that removes the flicker exactly
+    warped = [smoother_losses(r, depth, CFG, rgb=rgb, flows=flows) for r in (keep, steady)]
+    plain = [smoother_losses(r, depth, CFG, rgb=rgb) for r in (keep, steady)]
+    for name in ("temporal_flow", "temporal_accel"):
+        assert warped[0][name] > 0.01 and warped[1][name] < 0.05 * warped[0][name], name
+        assert plain[0][name] < 0.2 * warped[0][name], name  # pixel by pixel the pan hides the flicker
+    assert plain[0]["temporal_flow"] == 0  # no flow, no term
+    for name in ("temporal_static", "temporal_motion", "temporal_long", "anchor"):  # these stay pixel by pixel
+        assert warped[0][name] == plain[0][name], name
+    # frame-wide flicker alone: temporal_flow leaves it to the second difference
+    scale_only, _, _ = _pan(local=0.0)
+    scale_flow = smoother_losses(keep, scale_only, CFG, rgb=rgb, flows=flows)["temporal_flow"]
+    assert scale_flow < 0.1 * warped[0]["temporal_flow"]
+    approach = _pan(jitter=0.0)[0] * torch.exp(-0.02 * torch.arange(8.0)).reshape(1, 8, 1, 1, 1)
+    moving = smoother_losses(torch.zeros_like(approach), approach, CFG, rgb=rgb, flows=flows)
+    for name in ("temporal_flow", "temporal_accel"):  # (what is left: the edge column)
+        assert moving[name] < 0.05 * warped[0][name], name
+    # flow_compensated off: the flows are ignored
+    off = CFG.model_copy(update={"flow_compensated": False})
+    ignored = smoother_losses(keep, depth, off, rgb=rgb, flows=flows)
+    assert ignored["temporal_accel"] == plain[0]["temporal_accel"] and ignored["temporal_flow"] == 0

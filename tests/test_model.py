@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -93,3 +95,46 @@ def test_frame_wide_cue_sees_scale_jumps_but_not_a_near_object_moving():
     depth[0, 2, 0] = ramp[None, :9]
     pixel, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
     assert pixel[0, 2, 2, 0, 0] > 0.05
+
+
+def test_flow_cues_see_the_teacher_flicker_under_a_pan_and_stream_with_the_flows():
+    """With flows the temporal cues compare each frame with the one before moved along the flow: a pan across a
+    textured wall is no change at all, so what is left is the frame-wide jump (the flicker) alone; pixel by pixel
+    the pan is motion everywhere. Streaming with the flows split likewise equals one call."""
+    n, h, w = 5, 6, 12
+    wall = 2.0 + torch.rand(h, w + n, generator=torch.Generator().manual_seed(0))
+    jump = torch.tensor([1.0, 1.0, 1.1, 1.1, 1.1])  # the teacher's scale jumps by 10 % at frame 2
+    # content moves one pixel left per frame: frame t at column c shows wall column c + t
+    depth = torch.stack([wall[:, t : t + w] * jump[t] for t in range(n)])[None, :, None]  # (1, n, 1, h, w)
+    flows = torch.zeros(1, n, h, w, 2)
+    flows[:, 1:, ..., 0] = 1.0  # frame t samples frame t−1 one pixel to the right; frame 0 has no frame before
+    colour = torch.stack([wall[:, t : t + w] for t in range(n)]) / wall.amax()  # the scene's colour does not flicker
+    rgb = colour[None, :, None].expand(1, n, 3, h, w).contiguous()
+    cfg = SmootherConfig(d_model=16, headdim=8, chunk_size=2)
+    model = ResidualSmoother(cfg)
+    pixel, cnn = model._pixel_inputs(depth.log(), torch.ones_like(depth), rgb, None, flows)
+    dlog = pixel[0, :, 0, :, : w - 1]  # (n, h, w − 1): the last column's content left the view
+    expected = torch.zeros(n, h, w - 1)
+    expected[2] = math.log(1.1)
+    torch.testing.assert_close(dlog, expected, atol=1e-5, rtol=0)  # the flicker and nothing else
+    torch.testing.assert_close(pixel[0, :, 1, 0, 0], expected[:, 0, 0], atol=1e-5, rtol=0)  # frame-wide jump
+    assert pixel[0, 1:, 2].amax() < 1e-5  # local motion: none once the pan is followed
+    assert cnn[0, 1:, 6, :, : w - 1].amax() < 1e-5  # nor any colour change
+    speed = torch.ones(n, h, w)
+    speed[0] = 0.0  # no frame before the first
+    torch.testing.assert_close(pixel[0, :, 5], speed)  # how far each pixel moved (px per frame)
+    torch.testing.assert_close(pixel[0, :, 6], speed)  # and the camera (frame median)
+    plain, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), rgb, None)
+    assert plain[0, 1, 2, 0, 0] > 0.05  # pixel by pixel the pan is local motion
+    # streaming: two calls with the flows split as the frames are equal one call
+    _randomise_head(model)
+    with torch.no_grad():
+        whole = model(depth, None, rgb, flows=flows)
+        a = model(depth[:, :2], None, rgb[:, :2], flows=flows[:, :2])
+        b = model(depth[:, 2:], None, rgb[:, 2:], a.state, flows=flows[:, 2:])
+        off = ResidualSmoother(cfg.model_copy(update={"flow_cues": False}))
+        _randomise_head(off)
+        ignored, without = off(depth, None, rgb, flows=flows), off(depth, None, rgb)
+    torch.testing.assert_close(torch.cat([a.residual, b.residual], dim=1), whole.residual, atol=1e-5, rtol=1e-4)
+    assert torch.equal(ignored.residual, without.residual)  # flow_cues off: the flows are not used
+    assert off.inp.in_features == model.inp.in_features - 2  # nor the two flow cues

@@ -13,7 +13,7 @@ import zarr
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
 from smoother.refine import _Block, _prefetch, refine_store
-from smoother.temporal_filter import gated_recursion, memory_flows
+from smoother.temporal_filter import gated_recursion, grid_flows, memory_flows
 from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.config import SmootherConfig
 from steadydepth.errors import StoreError
@@ -135,7 +135,7 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(
 ):
     uri, frames = teacher
     before = _tree_digest(uri)
-    cfg = CFG.model_copy(update={"temporal_filter": band, "preroll": preroll, "flow_warp": flow})
+    cfg = CFG.model_copy(update={"temporal_filter": band, "preroll": preroll, "flow_warp": flow, "flow_cues": flow})
     model = _model(dtype=torch.float64, cfg=cfg)  # float64: streaming == window up to rounding, not up to fp32 noise
     reads: list[tuple[int, int]] = []
     real_read = DepthStore.read
@@ -170,8 +170,9 @@ def test_streaming_refine_equals_one_window_over_the_whole_video(
     small = downsample_depth(frames["depth"][order], grid).double()
     conf = downsample_confidence(frames["confidence"][order], grid).double()
     rgb = downsample_rgb(frames["rgb"][order], grid).double()
+    grid_flow = grid_flows(rgb[None])[0].double() if flow else None  # the model's motion cues: flow on the grid
     with torch.no_grad():
-        out = model(small[None, :, None], conf[None, :, None], rgb[None])
+        out = model(small[None, :, None], conf[None, :, None], rgb[None], flows=grid_flow)
     log_hr = torch.from_numpy(frames["depth"][order]).double().log()
     residual = guided_upsample(out.residual[0, :, 0], small.log(), log_hr)
     keep = upsample_bilinear(out.keep[0, :, 0], (H, W))

@@ -118,3 +118,4 @@ def test_motion_compensated_recursion_holds_a_moving_pattern_in_place():
     inside = slice(0, w - n)  # columns whose source stayed inside the first frame
     assert torch.allclose(held[..., inside], x[..., inside], atol=1e-5)  # the memory followed the motion
     assert (lagging[0, -1] - x[0, -1]).abs()[:, inside].min() > 0.05  # without flow it stays at frame 0
+

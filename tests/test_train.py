@@ -9,11 +9,11 @@ import torch
 from scipy.ndimage import gaussian_filter
 from test_dataset import make_teacher_store
 
-from smoother.checkpoint import load_checkpoint
+from smoother.checkpoint import load_checkpoint, save_checkpoint
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.model import ResidualSmoother
-from smoother.temporal_filter import gated_recursion
-from smoother.train import TRAIN_VERSION, _forward, load_smoother, lr_lambda, param_groups, train, window_flows
+from smoother.temporal_filter import gated_recursion, grid_flows
+from smoother.train import TRAIN_VERSION, _forward, load_smoother, lr_lambda, param_groups, train
 from steadydepth.config import Config, LossConfig, SmootherConfig, TrainConfig
 from steadydepth.errors import InputError
 
@@ -108,6 +108,12 @@ def test_checkpoint_round_trip_and_result(tmp_path):
     _assert_same(model.state_dict(), ckpt["model"])
     with pytest.raises(InputError):
         load_smoother(tmp_path / "missing.pt")
+    # a checkpoint written before the flow cues existed runs as it was trained: pixel-by-pixel cues
+    before = Config(smoother=TINY.model_copy(update={"flow_cues": False}))
+    legacy = {"config": before.model_dump(mode="json"), "model": ResidualSmoother(before.smoother).state_dict()}
+    del legacy["config"]["smoother"]["flow_cues"], legacy["config"]["loss"]["flow_compensated"]
+    save_checkpoint(tmp_path / "legacy.pt", legacy)
+    assert model.cfg.flow_cues and not load_smoother(tmp_path / "legacy.pt").cfg.flow_cues
     # a checkpoint from a version whose config had another field: one clear line, for loading and for resuming
     ckpt["config"]["smoother"]["detail_filter"] = True
     old = tmp_path / "old" / "last.pt"
@@ -139,18 +145,20 @@ def test_param_groups_and_schedule():
     assert lrs[50] < lrs[10] and lrs[-1] == pytest.approx(0.1, abs=1e-3)
 
 
-@pytest.mark.parametrize("flow_warp", [True, False])
-def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path, flow_warp):
+@pytest.mark.parametrize(("flow_warp", "flow_cues"), [(True, True), (False, False), (False, True)])
+def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path, flow_warp, flow_cues):
     uri = make_teacher_store(tmp_path / "v.teacher.zarr", num_frames=20)
     sampler = WindowSampler(TeacherWindows([uri], long_edge=16), window=6, batch_size=2, seed=1, burn_in=12)
     batch = next(b for b in (sampler.sample() for _ in range(20)) if b.context > 2)
+    assert batch.rgb is not None
+    flows = grid_flows(batch.rgb)[0]
     torch.manual_seed(0)
-    model = ResidualSmoother(TINY.model_copy(update={"flow_warp": flow_warp}))
+    model = ResidualSmoother(TINY.model_copy(update={"flow_warp": flow_warp, "flow_cues": flow_cues}))
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-trivial residual
     torch.nn.init.constant_(model.head.bias, 0.5)  # and an open temporal filter (k ≈ 0.5)
     context, window = batch.split()
-    residual = _forward(model, context, window)
-    one_pass = _forward(model, None, batch)  # the model and the temporal filter over all frames at once
+    residual = _forward(model, context, window, flows=flows)
+    one_pass = _forward(model, None, batch, flows=flows)  # the model and the filter over all frames at once
     torch.testing.assert_close(residual, one_pass, rtol=1e-4, atol=1e-5)
     k = batch.context
     (g_context,) = torch.autograd.grad(residual[:, :k].sum(), model.head.weight, retain_graph=True)
@@ -171,9 +179,9 @@ def _moving_batch(n: int = 10, h: int = 20, w: int = 28, speed: float = 1.0, see
     return Batch(depth, torch.ones_like(depth), rgb, torch.ones(2, n, dtype=torch.bool), [0, 0], [0, 0], [1, 1])
 
 
-def test_window_flows_follow_the_motion_and_carry_the_frame_before():
+def test_grid_flows_follow_the_motion_and_carry_the_frame_before():
     batch = _moving_batch()
-    flows, grays = window_flows(batch.rgb)
+    flows, grays = grid_flows(batch.rgb)
     assert flows.shape == (2, 10, 20, 28, 2) and len(grays) == 2 and grays[0].shape == (20, 28)
     assert torch.all(flows[:, 0] == 0)  # no frame before the first: no flow
     inside = flows[:, 1:, 4:-4, 6:-6]
@@ -181,8 +189,8 @@ def test_window_flows_follow_the_motion_and_carry_the_frame_before():
     assert inside[..., 0].median() == pytest.approx(-1.0, abs=0.15)
     assert inside[..., 1].abs().median() < 0.15
     # the last grey frame carried in gives the first frame its flow, as in one pass over all frames
-    _, tail = window_flows(batch.rgb[:, :4])
-    carried, _ = window_flows(batch.rgb[:, 4:], tail)
+    _, tail = grid_flows(batch.rgb[:, :4])
+    carried, _ = grid_flows(batch.rgb[:, 4:], tail)
     torch.testing.assert_close(carried, flows[:, 4:])
 
 
@@ -195,13 +203,14 @@ def test_training_forward_runs_the_filter_along_the_flow():
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([0.0, 0.9]))  # ΔD = 0, gate k = 0.9 (holds strongly)
     _, window = batch.split()
-    warped = _forward(model, None, window)
-    out = model(batch.depth, batch.confidence, batch.rgb)
+    flows = grid_flows(batch.rgb)[0]
+    warped = _forward(model, None, window, flows=flows)
+    out = model(batch.depth, batch.confidence, batch.rgb, flows=flows)
     x = batch.depth.log()[:, :, 0]
-    expected, _ = gated_recursion(x, out.keep[:, :, 0], None, TINY.filter_reset, window_flows(batch.rgb)[0])
+    expected, _ = gated_recursion(x, out.keep[:, :, 0], None, TINY.filter_reset, flows)
     torch.testing.assert_close(warped[:, :, 0], expected - x)
     plain = ResidualSmoother(TINY.model_copy(update={"flow_warp": False}))
     plain.load_state_dict(model.state_dict())
-    unwarped = _forward(plain, None, window)
+    unwarped = _forward(plain, None, window, flows=flows)
     lag = lambda residual: residual[:, 4:, 0, 4:-4, 6:-6].abs().mean()  # noqa: E731  (drift from the teacher)
     assert lag(warped) < 0.3 * lag(unwarped), (lag(warped), lag(unwarped))
