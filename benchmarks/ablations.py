@@ -8,7 +8,7 @@ with `evaluate_dataset` against GT, valid 1 mm–10 m, no alignment):
   and so give identical metrics (checked, not assumed);
 - default: LossConfig, SmootherConfig and TrainConfig defaults (anchor 1, temporal_static 2, ..., burn-in 48);
 - anchor 0.3: the anchor weight against the (unchanged) temporal terms;
-- temporal ×3: temporal_static, temporal_accel and temporal_motion weights ×3;
+- temporal ×3: temporal_static, temporal_accel, temporal_motion and temporal_flow weights ×3;
 - no RGB features: SmootherConfig.use_features=False (no CNN; per-pixel cues only);
 - filter on detail only / no temporal filter: SmootherConfig.temporal_filter="detail" (the gated filter only on
   the band finer than the grid) / "off" (only the grid residual; smoother/temporal_filter.py);
@@ -53,7 +53,7 @@ from quality import machine, synthetic_stores  # noqa: E402
 
 COLUMNS = {"absrel": "AbsRel", "delta1": "δ1", "tae": "TAE (%)", "static_flicker": "static flicker"}
 COLUMNS |= {"opw_sequence": "OPW (seq. norm.)"}
-TEMPORAL = ("temporal_static", "temporal_accel", "temporal_motion")
+TEMPORAL = ("temporal_static", "temporal_accel", "temporal_motion", "temporal_flow")
 
 
 def variants(quick: bool) -> dict[str, dict[str, Any]]:

@@ -128,7 +128,7 @@ class SmootherConfig(_Section):
         "log-depth, only on the detail finer than the grid, or off",
     )
     filter_reset: float = Field(
-        default=0.3, ge=0, description="|log-depth innovation| scale that shuts the filter's gate per pixel (0 = off)"
+        default=0.5, ge=0, description="|log-depth innovation| scale that shuts the filter's gate per pixel (0 = off)"
     )
     preroll: int = Field(
         default=16,
