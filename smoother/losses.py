@@ -103,9 +103,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def previous_frames(x: torch.Tensor, flows: torch.Tensor | None) -> torch.Tensor:
     """x_{t−1} for t = 1..N−1, (B, N−1, C, H, W) from x (B, N, C, H, W): moved into frame t along flows (B, N, H, W, 2)
     (frame t → t−1, as `temporal_filter.grid_flows`) when given, else at the same pixel."""
-    if flows is None:
-        return x[:, :-1]
-    return warp_previous(x[:, 1:], x[:, 0], flows[:, 1:])
+    return warp_previous(x[:, 1:], x[:, 0], None if flows is None else flows[:, 1:])
 
 
 def motion_weights(

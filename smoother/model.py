@@ -147,11 +147,7 @@ class ResidualSmoother(nn.Module):
         pixel."""
         b, n, _, h, w = log_d.shape
         prev = log_d[:, 0] if state is None else state.prev_log_depth  # (B, 1, H, W)
-        if flows is None:
-            before = torch.cat([prev[:, None], log_d[:, :-1]], dim=1)
-        else:
-            before = warp_previous(log_d, prev, flows)
-        dlog = log_d - before  # temporal change (0 at a video's first frame)
+        dlog = log_d - warp_previous(log_d, prev, flows)  # temporal change (0 at a video's first frame)
         # Did the whole frame jump? The median, not the mean: under a pan or a close object real depth
         # changes dominate the mean and would pass for scale flicker (the losses use the median too).
         dlog_global = frame_median(dlog)  # (B, N, 1, 1, 1)
@@ -170,11 +166,7 @@ class ResidualSmoother(nn.Module):
             rgb_in, drgb = log_d.new_zeros(b, n, 3, h, w), log_d.new_zeros(b, n, 1, h, w)
         else:
             prev_rgb = rgb[:, 0] if state is None or state.prev_rgb is None else state.prev_rgb
-            if flows is None:
-                rgb_before = torch.cat([prev_rgb[:, None], rgb[:, :-1]], dim=1)
-            else:
-                rgb_before = warp_previous(rgb, prev_rgb, flows)
-            drgb = (rgb - rgb_before).abs().mean(dim=2, keepdim=True)
+            drgb = (rgb - warp_previous(rgb, prev_rgb, flows)).abs().mean(dim=2, keepdim=True)
             rgb_in = rgb
         cnn = torch.cat([centred, conf, rgb_in, dlog.abs(), drgb], dim=2)  # (B, N, 7, H, W)
         return pixel, cnn

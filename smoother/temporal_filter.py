@@ -63,13 +63,16 @@ def warp_backward(y: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out if channels else out[:, 0]
 
 
-def warp_previous(x: torch.Tensor, prev: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+def warp_previous(x: torch.Tensor, prev: torch.Tensor, flows: torch.Tensor | None) -> torch.Tensor:
     """Each frame's predecessor moved into it along the flow: x (B, N, C, H, W), prev (B, C, H, W) the frame before
     x[:, 0], flows (B, N, H, W, 2) frame t → t−1 (`memory_flows`) → (B, N, C, H, W) with entry t = x_{t−1}(p + f_t(p))
-    (entry 0 from prev). Frame t minus this is the temporal change of what stayed in view, camera motion removed."""
+    (entry 0 from prev). Frame t minus this is the temporal change of what stayed in view, camera motion removed.
+    flows None: the predecessor at the same pixel (pixel-by-pixel change)."""
+    before = torch.cat([prev[:, None], x[:, :-1]], dim=1)
+    if flows is None:
+        return before
     b, n, c, h, w = x.shape
-    before = torch.cat([prev[:, None], x[:, :-1]], dim=1).reshape(b * n, c, h, w)
-    return warp_backward(before, flows.reshape(b * n, h, w, 2)).reshape(b, n, c, h, w)
+    return warp_backward(before.reshape(b * n, c, h, w), flows.reshape(b * n, h, w, 2)).reshape(b, n, c, h, w)
 
 
 def memory_flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
