@@ -105,6 +105,8 @@ class _VideoDepth:
 class PrecomputedTeacher(Teacher):
     """Per-frame depth read from `<precomputed_dir>/<video name>/` (see the module docstring for the layout)."""
 
+    has_confidence = False  # depth files carry no confidence: the store gets no `confidence` variable
+
     def __init__(self, cfg: TeacherConfig) -> None:
         if cfg.precomputed_dir is None:
             raise ConfigError(
