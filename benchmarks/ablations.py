@@ -41,18 +41,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluation.config import EvaluateConfig
+from evaluation.evaluate import evaluate_dataset
 from smoother.checkpoint import load_smoother
+from smoother.config import LossConfig
 from smoother.model import ResidualSmoother
 from smoother.refine import refine_store
-from steadydepth.config import Config, EvaluateConfig, LossConfig
-from steadydepth.evaluate import evaluate_dataset
+from steadydepth.config import Config
 from storage.depth_store import DepthStore
+from storage.naming import store_uri, video_name
 
 sys.path.insert(0, str(Path(__file__).parent))
+from quality import COLUMNS as QUALITY_COLUMNS  # noqa: E402
 from quality import machine, synthetic_stores  # noqa: E402
 
-COLUMNS = {"absrel": "AbsRel", "delta1": "δ1", "tae": "TAE (%)", "static_flicker": "static flicker"}
-COLUMNS |= {"opw_sequence": "OPW (seq. norm.)"}
+COLUMNS = {k: label for k, label in QUALITY_COLUMNS.items() if k != "opw"}  # the quality table's, OPW seq. norm. only
 TEMPORAL = ("temporal_static", "temporal_accel", "temporal_motion", "temporal_flow")
 
 
@@ -88,7 +91,7 @@ def _merge(base: dict, extra: dict) -> dict:
 def refine_all(model: ResidualSmoother, uris: list[str], out: Path) -> list[str]:
     """Refine every teacher store into out/<name>.refined.zarr (replacing an older one)."""
     return [
-        refine_store(u, str(out / Path(u).name.replace(".teacher.zarr", ".refined.zarr")), model, overwrite=True).uri
+        refine_store(u, store_uri(str(out), video_name(u), "refined"), model, overwrite=True).uri
         for u in uris
     ]
 

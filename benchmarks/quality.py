@@ -10,9 +10,9 @@
    with the same simulated teacher error model applied to its GT.
 3. Train the smoother self-supervised on the synthetic teacher stores only (GT is never read), on the CPU, once per
    training seed (`--train-seeds`; the data stay those of `--seed`), with `--set` overrides of the defaults.
-4. Refine both datasets and evaluate them with `steadydepth.evaluate.evaluate_dataset` (valid GT 1 mm–10 m, no
+4. Refine both datasets and evaluate them with `evaluation.evaluate.evaluate_dataset` (valid GT 1 mm–10 m, no
    alignment): teacher, EMA, motion-gated EMA, temporal median and the smoother of every seed.
-5. Print markdown tables (AbsRel, δ1, TAE, static flicker, OPW; one row per seed and their mean) and the issue's
+5. Print markdown tables (AbsRel, δ1, TAE, static flicker, OPW; one row per seed and their mean) and the evaluation
    targets, for the mean over seeds and for each seed: TAE and static flicker ≤ 50 % of the teacher's, AbsRel ≤
    the teacher's, and a lower TAE than the best baseline at equal or better AbsRel ("best" = lowest TAE among
    baselines whose AbsRel ≤ the teacher's).
@@ -38,21 +38,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluation.baselines import BASELINES
+from evaluation.config import EvaluateConfig
+from evaluation.evaluate import evaluate_dataset
+from evaluation.metric_names import ACCURACY_METRICS, METRIC_LABELS
+from evaluation.report import METHOD_LABELS, json_safe
+from evaluation.results import EvaluationReport
 from smoother.checkpoint import load_smoother
 from smoother.refine import refine_store
-from steadydepth.config import Config, EvaluateConfig, load_config
-from steadydepth.evaluate import BASELINES, EvaluationReport, evaluate_dataset
-from steadydepth.report import METHOD_LABELS, json_safe
+from steadydepth.config import Config, load_config
+from storage.naming import store_uri, video_name
 
 SEVEN_SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen-150-199"
-COLUMNS = {
-    "absrel": "AbsRel",
-    "delta1": "δ1",
-    "tae": "TAE (%)",
-    "static_flicker": "static flicker",
-    "opw": "OPW (frame norm.)",
-    "opw_sequence": "OPW (seq. norm.)",
-}
+# the table's pick of evaluation.metric_names, labelled as in the report (frame_change left out: it counts motion too)
+COLUMNS = {k: METRIC_LABELS[k] for k in ("absrel", "delta1", "tae", "static_flicker", "opw", "opw_sequence")}
 ROWS = ("teacher", *BASELINES, "refined")
 
 
@@ -128,8 +127,8 @@ def train_and_refine(cfg: Config, train_uris: list[str], refine_uris: list[str],
     model = load_smoother(result.checkpoint)
     refined, refine_s = [], 0.0
     for uri in refine_uris:
-        name = Path(uri).name.removesuffix(".teacher.zarr")
-        r = refine_store(uri, str(run / "refined" / f"{name}.refined.zarr"), model, overwrite=True)
+        name = video_name(uri)
+        r = refine_store(uri, store_uri(str(run / "refined"), name, "refined"), model, overwrite=True)
         refined.append(r.uri)
         refine_s += r.seconds
     info = {
@@ -162,7 +161,7 @@ def quality_table(means: dict[str, dict[str, float]], seeds: dict[int, dict[str,
     def row(label: str, metrics: dict[str, float], is_teacher: bool = False) -> str:
         cells = []
         for key in COLUMNS:
-            base = teacher.get(key) if key not in ("absrel", "delta1") and not is_teacher else None
+            base = teacher.get(key) if key not in ACCURACY_METRICS and not is_teacher else None
             cells.append(_cell(metrics.get(key), base))
         return f"| {label} | " + " | ".join(cells) + " |"
 
@@ -178,7 +177,7 @@ def quality_table(means: dict[str, dict[str, float]], seeds: dict[int, dict[str,
 
 
 def targets(means: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The issue's targets for the smoother ("refined") against the teacher and the baselines."""
+    """The evaluation targets for the smoother ("refined") against the teacher and the baselines."""
     t, r = means["teacher"], means["refined"]
     nan = math.nan
 

@@ -17,7 +17,7 @@ Prints a markdown table. Per store resolution (H×W) and model grid (SmootherCon
 
 Teacher: UniDepthV2 ViT-S with random weights timed with `model.infer` per frame, at the pipeline's batch size
 (TeacherConfig.batch_size) and at batch 1, when `unidepth` imports and STEADYDEPTH_UNIDEPTH_CONFIG names a v2
-config; otherwise the CPU figure from shared/notes/unidepth-v2.md (6–9 s/frame, 480×640, 2 cores; we use 6 s,
+config; otherwise a noted CPU figure for UniDepthV2 ViT-S (6–9 s/frame, 480×640, 2 cores; we use 6 s,
 the conservative end) stands in, labelled as such. UniDepth resizes every input to 0.2–0.6 MP, so its cost
 hardly depends on H×W.
 
@@ -41,17 +41,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smoother.config import SmootherConfig
 from smoother.grid import model_grid_size
 from smoother.model import ResidualSmoother, SmootherState
-from smoother.refine import StreamState, default_frames_per_call, refine_chunk, refine_store
+from smoother.refine import default_frames_per_call, refine_store
 from smoother.ssm import Mamba2Block, triton_ops
-from steadydepth.config import SmootherConfig, TeacherConfig
-from storage.depth_store import DepthStore, store_uri
+from smoother.streaming import StreamState, refine_chunk
+from steadydepth.config import TeacherConfig
+from steadydepth.device import resolve_device
+from storage.depth_store import DepthStore
+from storage.naming import store_uri
 
 STREAM_CHUNK = 16  # frames per streaming call (the store's default chunk_frames)
 TRAIN_WINDOW, TRAIN_BATCH = 16, 2
 STORE_FRAMES = 256  # several model calls on a GPU too, so reading, compute and writing overlap
-NOTED_TEACHER_S = 6.0  # shared/notes/unidepth-v2.md: ViT-S 6–9 s/frame on 2 CPU cores (480×640)
+NOTED_TEACHER_S = 6.0  # UniDepthV2 ViT-S, random weights: 6–9 s/frame on 2 CPU cores (480×640)
 
 
 def _sync(device: torch.device) -> None:
@@ -241,10 +245,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = resolve_device(args.device, "--device")
     backends = ["torch"]
     if device.type == "cuda":
         backends = ["triton", "torch"] if triton_ops() is not None else ["torch"]

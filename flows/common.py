@@ -1,10 +1,13 @@
-"""Helpers shared by the flows: task runners, one-line failure text, status artifacts."""
+"""Helpers shared by the flows: task runners, one-line failure text, status artifacts, truthful final states."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prefect import Flow
 from prefect.artifacts import create_table_artifact
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from steadydepth.config import Config
@@ -53,3 +56,35 @@ def status_table(key: str, rows: list[dict[str, Any]], description: str) -> None
     """A table artifact in the Prefect UI (one row per video)."""
     if rows:
         create_table_artifact(key=key, table=rows, description=description)
+
+
+def final_state(summary: dict, failures: list[dict[str, str]], total: int, stage: str) -> dict | State:
+    """What a flow run ends as, so that the UI and a schedule tell the truth.
+
+    Any failed video → Failed, with a message naming how many and which; nothing to do → Completed with a
+    message saying so; otherwise the summary itself (Completed). The summary travels as the state's data
+    either way: the finished videos' results are kept, and `summary_of` hands them to the caller.
+    """
+    if failures:
+        names = [f.get("video") or f.get("store") or "?" for f in failures]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        first = failures[0].get("error", "")
+        return Failed(message=f"{stage}: {len(failures)} of {total} failed ({shown}); first: {first}", data=summary)
+    if total == 0:
+        return Completed(message=f"{stage}: nothing to do", data=summary)
+    return summary
+
+
+def summary_of(state: State) -> dict:
+    """The summary a flow run left, whether it completed or failed on some videos; a crash is raised again."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def run_for_summary(flow_fn: Flow, *args: Any, **kwargs: Any) -> tuple[dict, State]:
+    """Call a flow (or subflow) and return (its summary, its final state): a flow that failed on some videos
+    still returns the work it finished, so a caller can go on with it."""
+    state = flow_fn(*args, return_state=True, **kwargs)
+    return summary_of(state), state

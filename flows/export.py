@@ -7,10 +7,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import gather, status_table
-from flows.smoother import refine_flow, teacher_stores
+from flows.common import final_state, gather, run_for_summary, status_table
+from flows.model_flows import refine_flow, teacher_stores
 from steadydepth import tracking
 from steadydepth.config import Config
+from steadydepth.export.exporter import export_complete
+from tasks.cache import trusted
 from tasks.export import export_task
 
 
@@ -26,10 +28,18 @@ def export_flow(config: dict | None = None, model_ref: str | None = None, store_
     if model_ref is None:
         print("export: no champion model in the registry yet; exporting the teacher depth")
         pairs = [(t, t) for t in teachers]
+        refine_failures = []
     else:
-        refined = refine_flow(model_ref, config, teachers)
+        refined, _ = run_for_summary(refine_flow, model_ref, config, teachers)
         pairs = [(r["uri"], r["teacher_uri"]) for r in refined["refined"]]
-    futures = {export_task.submit(depth_uri, teacher_uri, cfg_json): depth_uri for depth_uri, teacher_uri in pairs}
+        refine_failures = refined["failures"]
+    so = cfg.store.storage_options
+    futures = {
+        trusted(export_task, export_complete(cfg.export, depth_uri, teacher_uri, storage_options=so)).submit(
+            depth_uri, teacher_uri, cfg_json
+        ): depth_uri
+        for depth_uri, teacher_uri in pairs
+    }
     written, failures = gather(futures)
     previews = [p for r in written.values() for p in r.get("preview", []) if p.endswith(".png")]
     if previews:  # links the UI shows next to the run (file:// on one machine, object URLs on shared storage)
@@ -39,4 +49,5 @@ def export_flow(config: dict | None = None, model_ref: str | None = None, store_
                                  description="preview images of the exported videos")
     status_table("export-status", [{"store": u, "formats": ", ".join(sorted(r))} for u, r in written.items()],
                  f"{len(written)} exported to {cfg.export.out_dir}")
-    return {"exports": written, "failures": failures, "model": model_ref or "teacher"}
+    summary = {"exports": written, "failures": refine_failures + failures, "model": model_ref or "teacher"}
+    return final_state(summary, summary["failures"], len(teachers), "export")

@@ -6,11 +6,11 @@ from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.common import one_line, status_table, task_runner
+from flows.common import final_state, one_line, run_for_summary, status_table, task_runner
 from steadydepth.config import Config
 from steadydepth.video.open import discover_sources, source_name
-from storage.depth_store import store_uri
-from tasks.cache import is_complete
+from storage.naming import store_uri
+from tasks.cache import is_complete, trusted
 from tasks.ingest import ingest_video_task
 
 
@@ -29,9 +29,7 @@ def ingest_flow(inputs: list[str], config: dict | None = None) -> dict:
     futures = {}
     for src in sources:
         done = is_complete(store_uri(cfg.store.root, source_name(src)), cfg.store.storage_options)
-        # A cached result is only trusted while its store is there and complete; otherwise run again.
-        task = ingest_video_task if done else ingest_video_task.with_options(refresh_cache=True)
-        futures[task.submit(src, cfg_json)] = src
+        futures[trusted(ingest_video_task, done).submit(src, cfg_json)] = src
 
     progress = create_progress_artifact(progress=0.0, key="ingest-progress", description="videos ingested")
     stores, failures, rows = [], [], []
@@ -52,9 +50,11 @@ def ingest_flow(inputs: list[str], config: dict | None = None) -> dict:
         update_progress_artifact(progress, 100.0 * finished / max(len(futures), 1))
     stores.sort(key=lambda r: r["name"])
     status_table("ingest-status", rows, f"{len(stores)} stored, {len(failures)} failed")
-    return {"stores": stores, "failures": failures}
+    return final_state({"stores": stores, "failures": failures}, failures, len(sources), "ingest")
 
 
 def run_ingest(inputs: list[str], cfg: Config, *, dask: bool = False) -> dict:
-    """Run the ingest flow with the configured task runner (threads, or a local Dask cluster)."""
-    return ingest_flow.with_options(task_runner=task_runner(cfg, dask))(inputs, cfg.model_dump(mode="json"))
+    """Run the ingest flow with the configured task runner (threads, or a local Dask cluster); returns its
+    summary, failed videos included (the flow run itself is Failed when any video failed)."""
+    flow_fn = ingest_flow.with_options(task_runner=task_runner(cfg, dask))
+    return run_for_summary(flow_fn, inputs, cfg.model_dump(mode="json"))[0]

@@ -36,8 +36,6 @@ import torch
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from storage.depth_store import DepthStore
 
-INPUT_VARIABLES = ("depth", "confidence", "rgb")  # everything training may read; never gt_depth / pose
-
 
 @dataclass
 class Batch:

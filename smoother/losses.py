@@ -72,9 +72,9 @@ from __future__ import annotations
 
 import torch
 
+from smoother.config import LossConfig
 from smoother.model import frame_median
 from smoother.temporal_filter import warp_previous
-from steadydepth.config import LossConfig
 
 TERMS = (
     "anchor",

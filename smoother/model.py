@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from smoother.config import SmootherConfig
 from smoother.ssm import Mamba2Block, Mamba2State
 from smoother.temporal_filter import warp_previous
-from steadydepth.config import SmootherConfig
 
 N_PIXEL_INPUTS = 5  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
 N_FLOW_INPUTS = 2  # and with SmootherConfig.flow_cues: how far the pixel and the camera moved

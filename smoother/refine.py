@@ -1,20 +1,16 @@
 """Refine a teacher depth store with a trained smoother, chunk by chunk, into a new refined store.
 
-    teacher store (H×W) ─ downsample ─▶ model grid (h×w) ─ ResidualSmoother (state carried) ─▶ ΔD, k (h×w)
-                                     (its motion cues follow the optical flow of the grid RGB, as in training)
-                                     guided upsample of ΔD (guide: teacher log-depth) ─▶ ΔD (H×W)
-                                     temporal filter of log teacher + ΔD at H×W, gate k upsampled, its
-                                     memory warped along the RGB's optical flow (smoother/temporal_filter.py)
-                                     ─▶ refined log-depth
-    refined depth = teacher depth · exp(refined log-depth − log teacher)  ─▶  <root>/<name>.refined.zarr
+    <root>/<name>.teacher.zarr ─ read a block ─▶ refine_chunk (smoother/streaming.py: the maths, state carried)
+                               ─ write ─▶ <root>/<name>.refined-<model hash>.zarr
 
-Pre-roll: before frame 0 the model and the filter run over frames `preroll`−1, …, 1 played backwards, nothing
-written, so the first frames start from a warm state (SmootherConfig.preroll; 0 = cold start).
+This module is the store pipeline around the per-chunk maths: it opens the teacher store, creates or resumes the
+refined one, schedules blocks of chunks (pre-roll first) and overlaps reading, computing and writing in threads.
 
 Streaming: a block of whole chunks at a time is read, refined and written (one chunk on a CPU, 64 frames on a GPU:
-`default_frames_per_call`); the model's `SmootherState` and the temporal filter's last frame carry the past across
-blocks, so the result equals one model call over the whole video (up to float rounding), and memory holds three
-blocks (the next being read, this one, the last being written) plus the fixed-size state however long the video is.
+`default_frames_per_call`); the `StreamState` carries the past across blocks, so the result equals one model call
+over the whole video (up to float rounding), and memory holds three blocks (the next being read, this one, the last
+being written) plus the fixed-size state however long the video is. The pre-roll (SmootherConfig.preroll) runs
+first, read backwards and never written.
 
 The teacher store is only read. The refined store has the teacher's chunking, K, timestamps, frame
 indices and confidence, plus gt_depth and pose when the teacher store has them (so evaluation finds
@@ -42,13 +38,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
-from smoother.model import ResidualSmoother, SmootherState
-from smoother.temporal_filter import gated_recursion, grid_flows, memory_flows
-from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS, guided_upsample, upsample_bilinear
+from smoother.grid import model_grid_size
+from smoother.model import ResidualSmoother
+from smoother.streaming import StreamState, preroll_span, refine_chunk
+from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS
+from steadydepth.device import resolve_device
 from steadydepth.errors import StoreError
+from steadydepth.hashing import stable_hash
+from storage import naming
 from storage import uri as uris
-from storage.depth_store import _BOOKKEEPING, DepthStore
+from storage.depth_store import DepthStore
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
 REFINE_VERSION = 5  # bump when the refinement arithmetic changes: it is part of the store identity
@@ -105,15 +104,29 @@ def refined_config_hash(smoother_hash: str, teacher_config_hash: str, *, radius:
         "upsample": {"method": "guided", "radius": radius, "eps": eps},
         "teacher_config_hash": teacher_config_hash,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return stable_hash(payload, 16)
 
 
-def refined_uri_for(teacher_uri: str) -> str:
-    """`<root>/<name>.teacher.zarr` → `<root>/<name>.refined.zarr` (store_uri's layout, next to the teacher)."""
-    base = str(teacher_uri).rstrip("/")
-    if not base.endswith(".teacher.zarr"):
-        raise ValueError(f"{teacher_uri} does not end in .teacher.zarr; pass refined_uri explicitly")
-    return base[: -len(".teacher.zarr")] + ".refined.zarr"
+def refined_store_matches(
+    refined_uri: str,
+    teacher_uri: str,
+    model: ResidualSmoother,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    upsample_radius: int = DEFAULT_RADIUS,
+    upsample_eps: float = DEFAULT_EPS,
+) -> bool:
+    """True when refined_uri is a complete refined store of this teacher store, made by this model with this
+    refinement code: what a cached refinement must still be to be trusted."""
+    if not uris.exists(refined_uri, storage_options):
+        return False
+    try:
+        refined = DepthStore.open(refined_uri, storage_options, require_complete=False)
+        teacher = DepthStore.open(teacher_uri, storage_options)
+    except StoreError:
+        return False
+    identity = _Identity.of(model, teacher, None, radius=upsample_radius, eps=upsample_eps)
+    return refined.is_complete and refined.attrs.get("config_hash") == identity.config_hash
 
 
 class _StatsAccumulator:
@@ -150,10 +163,35 @@ def _same_location(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+@dataclass(frozen=True)
+class RefinePlan:
+    """What one refinement streams: from which store into which, with which model, and which chunks it writes."""
+
+    teacher: DepthStore
+    refined: DepthStore
+    model: ResidualSmoother
+    device: torch.device
+    grid: tuple[int, int]  # (h, w) the model runs at
+    missing: frozenset[int]  # refined chunks to write; the chunks before the last of them are replayed for the state
+    chunks_per_call: int  # whole chunks per model call
+    radius: int  # the guided upsampling's settings (smoother.upsample)
+    eps: float
+
+    @property
+    def inputs(self) -> list[str]:
+        """The teacher variables the model and the filter read (those the store has and the model uses)."""
+        cfg, have = self.model.cfg, self.teacher.variables
+        names = ["depth"]
+        if "confidence" in have:
+            names.append("confidence")
+        if "rgb" in have and (cfg.use_features or cfg.flow_warp or cfg.flow_cues):
+            names.append("rgb")
+        return names
+
+    @property
+    def copied(self) -> list[str]:
+        """The refined store's variables besides depth (K, timestamp, frame_index + optional copies), read as is."""
+        return [v for v in self.refined.variables if v != "depth"]
 
 
 def refine_store(
@@ -176,7 +214,7 @@ def refine_store(
     """Write `refined_uri` = the teacher store's depth refined by `model`, streaming chunk by chunk.
 
     teacher_uri: a complete teacher store (only read, never modified).
-    refined_uri: where to write; None → next to the teacher store (`refined_uri_for`). Must differ from it.
+    refined_uri: where to write; None → next to the teacher store (`storage.naming.refined_uri`). Must differ from it.
     model: moved to `device` ("auto" = CUDA when available) and run in eval mode in its own dtype.
     chunk_frames: frames per refined chunk (the unit of writing and resume); None → the teacher store's chunking.
     frames_per_call: frames per model call, rounded up to whole chunks; None → `default_frames_per_call`.
@@ -189,162 +227,105 @@ def refine_store(
     Returns a RefineResult. A finished refined store of the same model is left as it is (nothing written).
     """
     t0 = time.perf_counter()
-    refined_uri = refined_uri_for(teacher_uri) if refined_uri is None else str(refined_uri)
+    refined_uri = naming.refined_uri(teacher_uri, model_hash(model)) if refined_uri is None else str(refined_uri)
     if _same_location(refined_uri, teacher_uri):
         raise ValueError(f"refined_uri is the teacher store {teacher_uri}; the teacher store is never overwritten")
     teacher = DepthStore.open(teacher_uri, storage_options)
-    teacher_attrs = teacher.attrs
-    dev = _resolve_device(device)
-    cfg = model.cfg
-    num_frames, (height, width) = teacher.num_frames, teacher.size
-    grid = model_grid_size(height, width, cfg.depth_long_edge)
-
-    smoother_hash = model_hash(model)
-    config_hash = refined_config_hash(
-        smoother_hash, str(teacher_attrs.get("config_hash", "")), radius=upsample_radius, eps=upsample_eps
-    )
-    model_id = model_id or f"smoother-{smoother_hash}"
-    extra = dict(attrs_extra or {})
-    clash = sorted(set(extra) & {"kind", "config_hash", "source_hash"})
-    if clash:
-        raise ValueError(f"attrs_extra may not set the refined store's identity keys {clash}")
-    caller_attrs = {k: v for k, v in teacher_attrs.items() if k not in _BOOKKEEPING}
-    attrs = {
-        **caller_attrs,  # source, source_hash, fps, teacher, ... describe the same video
-        **extra,
-        "kind": "refined",
-        "config_hash": config_hash,
-        "teacher_store": teacher.uri,
-        "teacher_config_hash": teacher_attrs.get("config_hash"),
-        "model_id": model_id,
-        "model_hash": smoother_hash,
-        "smoother": cfg.model_dump(mode="json"),
-        "model_grid": list(grid),
-        "upsample": {"method": "guided", "radius": upsample_radius, "eps": upsample_eps},
-    }
-    copied = [v for v in COPIED if v in teacher.variables]
-    refined = DepthStore.create(
+    dev = resolve_device(device)
+    height, width = teacher.size
+    grid = model_grid_size(height, width, model.cfg.depth_long_edge)
+    identity = _Identity.of(model, teacher, model_id, radius=upsample_radius, eps=upsample_eps)
+    refined = DepthStore.create(  # resumes a store of the same identity, refuses another (unless overwrite)
         refined_uri,
-        num_frames=num_frames,
+        num_frames=teacher.num_frames,
         height=height,
         width=width,
         chunk_frames=chunk_frames or teacher.chunk_frames,
-        attrs=attrs,
-        variables=copied,
+        attrs=_refined_attrs(teacher, model, identity, grid, attrs_extra),
+        variables=[v for v in COPIED if v in teacher.variables],
         storage_options=storage_options,
         overwrite=overwrite,
     )
-    missing = [] if refined.is_complete else refined.missing_chunks()
+    missing = [] if refined.is_complete else refined.missing_chunks()  # resume: only these are written
     stats = _StatsAccumulator() if residual_stats else None
     if missing:
         per_call = frames_per_call or default_frames_per_call(dev, refined.chunk_frames)
-        chunks_per_call = max(1, -(-per_call // refined.chunk_frames))
-        _run(
-            teacher,
-            refined,
-            model,
-            dev,
-            grid,
-            set(missing),
-            chunks_per_call,
-            stats,
-            on_progress,
-            upsample_radius,
-            upsample_eps,
+        plan = RefinePlan(
+            teacher=teacher,
+            refined=refined,
+            model=model,
+            device=dev,
+            grid=grid,
+            missing=frozenset(missing),
+            chunks_per_call=max(1, -(-per_call // refined.chunk_frames)),
+            radius=upsample_radius,
+            eps=upsample_eps,
         )
+        _run(plan, stats=stats, on_progress=on_progress)
         refined.finalize()
     return RefineResult(
         uri=refined.uri,
         teacher_uri=teacher.uri,
-        num_frames=num_frames,
+        num_frames=teacher.num_frames,
         grid=grid,
         chunks_written=len(missing),
         chunks_skipped=refined.num_chunks - len(missing),
-        config_hash=config_hash,
-        model_id=model_id,
+        config_hash=identity.config_hash,
+        model_id=identity.model_id,
         seconds=time.perf_counter() - t0,
         residual_stats=None if stats is None else stats.result(),
     )
 
 
-@dataclass
-class StreamState:
-    """What refinement carries from one chunk to the next: the model's state and the temporal filter's last frame."""
+@dataclass(frozen=True)
+class _Identity:
+    """What makes a refined store this refinement: the model, the upsampling settings and the teacher store."""
 
-    model: SmootherState | None = None
-    filtered: torch.Tensor | None = None  # (1, H, W) the filter's output (log-depth or detail) of the last frame
-    gray: np.ndarray | None = None  # (H, W) uint8 the last frame's grey image (flow into the next chunk)
-    grid_gray: np.ndarray | None = None  # (h, w) uint8 the same on the model grid (the model's motion cues)
+    config_hash: str  # `refined_config_hash` of the three
+    model_hash: str
+    model_id: str
+    upsample: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, model: ResidualSmoother, teacher: DepthStore, model_id: str | None, *, radius: int, eps: float
+    ) -> _Identity:
+        smoother_hash = model_hash(model)
+        teacher_hash = str(teacher.attrs.get("config_hash", ""))
+        return cls(
+            config_hash=refined_config_hash(smoother_hash, teacher_hash, radius=radius, eps=eps),
+            model_hash=smoother_hash,
+            model_id=model_id or f"smoother-{smoother_hash}",
+            upsample={"method": "guided", "radius": radius, "eps": eps},
+        )
 
 
-def refine_chunk(
+def _refined_attrs(
+    teacher: DepthStore,
     model: ResidualSmoother,
-    depth: torch.Tensor,
-    confidence: np.ndarray | None,
-    rgb: np.ndarray | None,
-    stream: StreamState,
+    identity: _Identity,
     grid: tuple[int, int],
-    *,
-    radius: int = DEFAULT_RADIUS,
-    eps: float = DEFAULT_EPS,
-    device: torch.device | str = "cpu",
-    replay: bool = False,
-) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, StreamState]:
-    """One chunk's (refined depth, ΔD), both (n, H, W) on `device`, and the state for the next chunk.
-
-    depth (n, H, W) teacher metres (CPU); confidence (n, H, W) and rgb (n, H, W, 3) uint8 as stored, or None
-    (rgb feeds the model's features and, with SmootherConfig.flow_warp, the optical flow that moves the filter's
-    memory; `stream.gray` carries the previous frame for it); grid the model grid. ΔD = guided upsample of the
-    model's residual, then the temporal filter's change (smoother/temporal_filter.py), in log-depth; refined =
-    teacher · exp(ΔD) in float32. replay=True only advances
-    the state (chunks already written) and returns None instead of the pair. Call under torch.inference_mode()
-    with the model in eval mode.
-    """
-    cfg = model.cfg
-    dtype = next(model.parameters()).dtype
-    # Copy the stored frames to the device once and downsample there (on a GPU the CPU resampling cost more
-    # than the model); rgb travels as uint8.
-    depth_dev = depth.to(device)
-    small = downsample_depth(depth_dev, grid)  # (n, h, w)
-    conf = rgb_lr = None
-    if confidence is not None:
-        conf = downsample_confidence(torch.from_numpy(confidence).to(device), grid)[None, :, None].to(dtype)
-    grid_flow, grid_gray = None, None
-    if rgb is not None and (cfg.use_features or cfg.flow_cues):
-        rgb_lr = downsample_rgb(torch.from_numpy(rgb).to(device), grid)[None].to(dtype)  # (1, n, 3, h, w)
-        if cfg.flow_cues:  # the model's cues follow the flow of the RGB it sees, computed as in training
-            grid_flow, grays = grid_flows(rgb_lr, None if stream.grid_gray is None else [stream.grid_gray])
-            grid_flow, grid_gray = grid_flow.to(dtype), grays[0]
-        if not cfg.use_features:
-            rgb_lr = None
-    out = model(small[None, :, None].to(dtype), conf, rgb_lr, stream.model, grid_flow)  # (1, n, 1, h, w)
-    if replay and cfg.temporal_filter == "off":
-        return None, StreamState(out.state, None, grid_gray=grid_gray)
-    guide_hr = depth_dev.clamp_min(1e-6).log()
-    guide_lr = small.log()  # the log-depth the model saw
-    size = tuple(guide_hr.shape[-2:])
-    residual = guided_upsample(out.residual[0, :, 0], guide_lr, guide_hr, radius=radius, eps=eps)
-    prev = gray = None
-    if cfg.temporal_filter != "off":
-        keep = upsample_bilinear(out.keep[0, :, 0].to(residual.dtype), size)[None]
-        flows = None
-        if cfg.flow_warp and rgb is not None:
-            flows, gray = memory_flows(rgb, stream.gray)
-            flows = flows[None].to(device)
-        if cfg.temporal_filter == "full":
-            x = (guide_hr + residual)[None]
-            filtered, prev = gated_recursion(x, keep, stream.filtered, cfg.filter_reset, flows)
-            residual = filtered[0] - guide_hr
-        else:
-            detail = guide_hr - upsample_bilinear(guide_lr, size)  # finer than the grid (n, H, W)
-            filtered, prev = gated_recursion(detail[None], keep, stream.filtered, cfg.filter_reset, flows)
-            residual = residual + (filtered[0] - detail)
-    state = StreamState(out.state, prev, gray, grid_gray)
-    if replay:
-        return None, state
-    # teacher · exp(ΔD), not exp(log teacher + ΔD): ΔD = 0 gives the teacher bit for bit
-    refined = (depth_dev.to(residual.dtype) * torch.exp(residual)).float()
-    return (refined, residual), state
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The refined store's attrs: the teacher's description of the video, the caller's extras, then what makes it
+    this refinement, which the extras may not override."""
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & {"kind", "config_hash", "source_hash"})
+    if clash:
+        raise ValueError(f"attrs_extra may not set the refined store's identity keys {clash}")
+    return {
+        **teacher.caller_attrs,  # source, source_hash, fps, teacher, ... describe the same video
+        **extra,
+        "kind": "refined",
+        "config_hash": identity.config_hash,
+        "teacher_store": teacher.uri,
+        "teacher_config_hash": teacher.attrs.get("config_hash"),
+        "model_id": identity.model_id,
+        "model_hash": identity.model_hash,
+        "smoother": model.cfg.model_dump(mode="json"),
+        "model_grid": list(grid),
+        "upsample": identity.upsample,
+    }
 
 
 def default_frames_per_call(device: torch.device, chunk_frames: int) -> int:
@@ -370,21 +351,18 @@ class _Block:
 
 
 def _preroll_blocks(num_frames: int, preroll: int, step: int) -> Iterator[_Block]:
-    """Frames preroll−1, …, 1 of the video in blocks of `step`, last block first (each is read backwards).
+    """The pre-roll (`preroll_span`) in blocks of `step` frames, last block first (each is read backwards).
 
-    A stored video is refined offline, so frame 0 need not start cold: played backwards, the first frames are a
-    continuous video ending next to frame 0; run through the model and the filter (nothing written), they leave a
-    warm state for frame 0 (without it the first frames pass almost unfiltered and a start-up error lingers).
     Deterministic, so a resumed run replays it identically.
     """
-    stop = min(preroll, num_frames)
-    while stop > 1:
-        start = max(1, stop - step)
+    first, stop = preroll_span(num_frames, preroll)
+    while stop > first:
+        start = max(first, stop - step)
         yield _Block(start, stop, backward=True)
         stop = start
 
 
-def _blocks(refined: DepthStore, missing: set[int], chunks_per_call: int) -> list[_Block]:
+def _blocks(refined: DepthStore, missing: frozenset[int], chunks_per_call: int) -> list[_Block]:
     """Runs of `chunks_per_call` chunks up to the last missing one (later chunks need no state)."""
     last = max(missing)
     blocks = []
@@ -393,6 +371,13 @@ def _blocks(refined: DepthStore, missing: set[int], chunks_per_call: int) -> lis
         start, stop = refined.chunk_bounds(chunks[0])[0], refined.chunk_bounds(chunks[-1])[1]
         blocks.append(_Block(start, stop, write=tuple(i for i in chunks if i in missing)))
     return blocks
+
+
+def _schedule(plan: RefinePlan) -> list[_Block]:
+    """Every block the run reads, in order: the pre-roll, then the chunks up to the last missing one."""
+    step = plan.chunks_per_call * plan.refined.chunk_frames
+    preroll = _preroll_blocks(plan.teacher.num_frames, plan.model.cfg.preroll, step)
+    return [*preroll, *_blocks(plan.refined, plan.missing, plan.chunks_per_call)]
 
 
 def _prefetch(
@@ -412,46 +397,43 @@ def _prefetch(
             yield block, data
 
 
-def _run(
-    teacher: DepthStore,
-    refined: DepthStore,
-    model: ResidualSmoother,
-    device: torch.device,
-    grid: tuple[int, int],
-    missing: set[int],
-    chunks_per_call: int,
-    stats: _StatsAccumulator | None,
-    on_progress: ProgressFn | None,
-    radius: int,
-    eps: float,
-) -> None:
+def _read(plan: RefinePlan, block: _Block) -> dict[str, np.ndarray]:
+    """A block's teacher frames: the model's inputs, plus the copied variables when the block is written."""
+    names = [*plan.inputs, *plan.copied] if block.write else plan.inputs
+    data = plan.teacher.read(block.start, block.stop, names)
+    if block.backward:  # the pre-roll plays the frames in reverse order
+        data = {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
+    return data
+
+
+def _write(plan: RefinePlan, block: _Block, arrays: dict[str, np.ndarray]) -> None:
+    """Each of a block's missing chunks from its (block-long) arrays."""
+    for i in block.write:
+        start, stop = plan.refined.chunk_bounds(i)
+        plan.refined.write_chunk(
+            i, **{name: values[start - block.start : stop - block.start] for name, values in arrays.items()}
+        )
+
+
+def _check_depth(plan: RefinePlan, block: _Block, refined_depth: torch.Tensor, residual: torch.Tensor) -> None:
+    """StoreError unless every refined depth is finite and > 0 (what a depth store holds)."""
+    if not bool((torch.isfinite(refined_depth) & (refined_depth > 0)).all()):
+        raise StoreError(
+            f"refining {plan.teacher.uri} frames {block.start}..{block.stop - 1} gave depth that is not "
+            f"finite and > 0 (|ΔD| up to {float(residual.abs().max()):.3g}); the model is broken or diverged"
+        )
+
+
+def _run(plan: RefinePlan, *, stats: _StatsAccumulator | None, on_progress: ProgressFn | None) -> None:
     """Stream chunks 0..max(missing): run the model on all of them (state), upsample and write the missing.
 
     Three things overlap: reading the next blocks (background threads), the model on this one, and writing the
     last one (a background thread; one block at a time, and its error stops the run before anything later).
     """
-    model.to(device)
-    inputs = ["depth"]
-    if "confidence" in teacher.variables:
-        inputs.append("confidence")
-    if "rgb" in teacher.variables and (model.cfg.use_features or model.cfg.flow_warp or model.cfg.flow_cues):
-        inputs.append("rgb")
-    copied = [v for v in refined.variables if v != "depth"]  # K, timestamp, frame_index + optional copies
+    model, refined = plan.model, plan.refined
+    model.to(plan.device)
     was_training = model.training
     model.eval()
-
-    def read(block: _Block) -> dict[str, np.ndarray]:
-        data = teacher.read(block.start, block.stop, [*inputs, *copied] if block.write else inputs)
-        if block.backward:
-            data = {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
-        return data
-
-    def write(block: _Block, arrays: dict[str, np.ndarray]) -> None:
-        for i in block.write:
-            start, stop = refined.chunk_bounds(i)
-            refined.write_chunk(
-                i, **{name: values[start - block.start : stop - block.start] for name, values in arrays.items()}
-            )
 
     def finish(block: _Block, writing: Future) -> None:
         writing.result()  # raises the write's error, if any
@@ -459,41 +441,33 @@ def _run(
             for i in block.write:
                 on_progress(refined.chunk_bounds(i)[1], refined.num_frames)
 
-    step = chunks_per_call * refined.chunk_frames
-    blocks = _blocks(refined, missing, chunks_per_call)
-    blocks[:0] = _preroll_blocks(teacher.num_frames, model.cfg.preroll, step)
     stream = StreamState()
     pending: tuple[_Block, Future] | None = None  # the last block's write, overlapping the next block's compute
     try:
         with torch.inference_mode(), ThreadPoolExecutor(1, thread_name_prefix="refine-write") as writer:
-            for block, data in _prefetch(read, blocks):
+            for block, data in _prefetch(lambda b: _read(plan, b), _schedule(plan)):
                 result, stream = refine_chunk(
                     model,
                     torch.from_numpy(data["depth"]),
                     data.get("confidence"),
                     data.get("rgb"),
                     stream,
-                    grid,
-                    radius=radius,
-                    eps=eps,
-                    device=device,
+                    plan.grid,
+                    radius=plan.radius,
+                    eps=plan.eps,
+                    device=plan.device,
                     replay=not block.write,
                 )
                 if result is None:
                     continue  # pre-roll or finished chunks: the state is all we need
                 refined_depth, residual = result
-                if not bool((torch.isfinite(refined_depth) & (refined_depth > 0)).all()):
-                    raise StoreError(
-                        f"refining {teacher.uri} frames {block.start}..{block.stop - 1} gave depth that is not "
-                        f"finite and > 0 (|ΔD| up to {float(residual.abs().max()):.3g}); the model is broken or "
-                        "diverged"
-                    )
+                _check_depth(plan, block, refined_depth, residual)
                 if stats is not None:
                     stats.add(_written_frames(residual, block, refined))
-                arrays = {"depth": refined_depth.cpu().numpy()} | {v: data[v] for v in copied}
+                arrays = {"depth": refined_depth.cpu().numpy()} | {v: data[v] for v in plan.copied}
                 if pending is not None:
                     finish(*pending)
-                pending = block, writer.submit(write, block, arrays)
+                pending = block, writer.submit(_write, plan, block, arrays)
             if pending is not None:
                 finish(*pending)
     finally:

@@ -21,16 +21,19 @@ learns what the warped memory leaves to judge, not what an unwarped one would.
 
 SmootherConfig.temporal_filter = "detail" applies the filter only to the band finer than the grid (x = ℓ −
 bilinear(ℓ on the grid), the residual added unfiltered); "off" disables it. Training applies the filter on the
-model grid (the detail band one octave below it, `detail_band`); refinement applies it at store resolution.
+model grid (the detail band one octave below it, `detail_band`); refinement applies it at store resolution; both
+go through `apply_filter`.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from smoother.metrics_temporal import flows_to_previous
+from steadydepth.video.optical_flow import flows_to_previous, warp_backward_clamped
 
 
 def detail_band(log_d: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -45,24 +48,6 @@ def detail_band(log_d: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return (x - low).reshape(*lead, h, w)
 
 
-def warp_backward(y: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """y(p + f(p)), bilinear, border values repeated: y (B, H, W) or (B, C, H, W), flow (B, H, W, 2) in pixels
-    (x, y); the result has y's shape."""
-    h, w = flow.shape[1:3]
-    yy, xx = torch.meshgrid(
-        torch.arange(h, device=y.device, dtype=flow.dtype),
-        torch.arange(w, device=y.device, dtype=flow.dtype),
-        indexing="ij",
-    )
-    # grid_sample wants (x, y) in [−1, 1] with −1 / 1 at the centres of the corner pixels (align_corners=True)
-    gx = 2 * (xx + flow[..., 0]) / max(w - 1, 1) - 1
-    gy = 2 * (yy + flow[..., 1]) / max(h - 1, 1) - 1
-    grid = torch.stack([gx, gy], dim=-1).to(y.dtype)
-    channels = y.ndim == 4
-    out = F.grid_sample(y if channels else y[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out if channels else out[:, 0]
-
-
 def warp_previous(x: torch.Tensor, prev: torch.Tensor, flows: torch.Tensor | None) -> torch.Tensor:
     """Each frame's predecessor moved into it along the flow: x (B, N, C, H, W), prev (B, C, H, W) the frame before
     x[:, 0], flows (B, N, H, W, 2) frame t → t−1 (`memory_flows`) → (B, N, C, H, W) with entry t = x_{t−1}(p + f_t(p))
@@ -72,7 +57,8 @@ def warp_previous(x: torch.Tensor, prev: torch.Tensor, flows: torch.Tensor | Non
     if flows is None:
         return before
     b, n, c, h, w = x.shape
-    return warp_backward(before.reshape(b * n, c, h, w), flows.reshape(b * n, h, w, 2)).reshape(b, n, c, h, w)
+    warped = warp_backward_clamped(before.reshape(b * n, c, h, w), flows.reshape(b * n, h, w, 2))
+    return warped.reshape(b, n, c, h, w)
 
 
 def memory_flows(rgb: np.ndarray, gray_before: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -105,7 +91,7 @@ def gated_recursion(
 
     x, keep (B, N, ...) with keep in [0, 1]; prev (B, ...) the filtered value of the frame before the first, or
     None at a video's start (then y_{−1} = x_0, so frame 0 passes unchanged); reset 0 = no reset term.
-    flows (B, N, H, W, 2) or None: flows[:, t] warps y_{t−1} into frame t (`warp_backward`), ŷ = warped memory;
+    flows (B, N, H, W, 2) or None: flows[:, t] warps y_{t−1} into frame t (`warp_backward_clamped`), ŷ = warped memory;
     None: ŷ = y (no motion compensation). Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for
     the next call. A Python loop over frames: N is a window (training) or a chunk (refinement), and each step is
     one fused elementwise update.
@@ -114,10 +100,45 @@ def gated_recursion(
     out = []
     for t in range(x.shape[1]):
         if flows is not None and (t > 0 or prev is not None):
-            y = warp_backward(y, flows[:, t])
+            y = warp_backward_clamped(y, flows[:, t])
         k = keep[:, t]
         if reset > 0:  # a pixel whose value jumped (motion, disocclusion) takes the new value
             k = k * torch.exp(-(((x[:, t] - y).detach() / reset) ** 2))
         y = k * y + (1 - k) * x[:, t]
         out.append(y)
     return torch.stack(out, dim=1), y
+
+
+def apply_filter(
+    mode: Literal["full", "detail", "off"],
+    log_depth: torch.Tensor,
+    residual: torch.Tensor,
+    keep: torch.Tensor,
+    prev: torch.Tensor | None = None,
+    *,
+    detail: torch.Tensor | None = None,
+    reset: float = 0.0,
+    flows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's correction after the temporal filter (SmootherConfig.temporal_filter = mode), and its memory.
+
+    log_depth, residual, keep (B, N, 1, H, W), shaped like the model's outputs: the log-depth the correction is
+    relative to, the model's correction and its gate in [0, 1]. "full" filters all of the corrected log-depth;
+    "detail" filters only `detail` (B, N, 1, H, W), the band finer than the model's grid, and adds its change to the
+    residual; "off" returns the residual unchanged. prev (B, H, W), reset and flows (B, N, H, W, 2) as in
+    `gated_recursion`, which runs on (B, N, H, W): the warp moves whole frames.
+    Returns (correction (B, N, 1, H, W) relative to log_depth, the filter's last frame (B, H, W) for the next call).
+    """
+    if mode == "off":
+        return residual, prev
+    keep = keep[:, :, 0]
+    if mode == "full":
+        corrected = (log_depth + residual)[:, :, 0]
+        filtered, prev = gated_recursion(corrected, keep, prev, reset, flows)
+        return filtered[:, :, None] - log_depth, prev
+    if detail is None:
+        raise ValueError("apply_filter('detail') needs the detail band")
+    detail = detail[:, :, 0]
+    filtered, prev = gated_recursion(detail, keep, prev, reset, flows)
+    # the residual is added last: this order of ops fixes autograd's order of gradient sums (training's rounding)
+    return residual + (filtered - detail)[:, :, None], prev

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,9 @@ from smoother.checkpoint import (
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.losses import smoother_losses
 from smoother.model import ResidualSmoother
-from smoother.temporal_filter import detail_band, gated_recursion, grid_flows
+from smoother.temporal_filter import apply_filter, detail_band, grid_flows
 from steadydepth.config import Config
+from steadydepth.device import resolve_device
 from steadydepth.errors import InputError
 
 __all__ = ["TRAIN_VERSION", "TrainResult", "load_smoother", "needs_flows", "param_groups", "train"]
@@ -93,16 +94,26 @@ def lr_lambda(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@dataclass
+class _Run:
+    """One training run: what its checkpoint saves and restores, and where it goes."""
+
+    cfg: Config
+    store_uris: list[str]
+    ckpt_path: Path
+    device: torch.device
+    model: ResidualSmoother
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    sampler: WindowSampler
+    step: int = 0  # optimizer steps done
+    recent: deque = field(default_factory=lambda: deque(maxlen=20))  # the last steps' loss terms
 
 
 def train(
@@ -123,16 +134,33 @@ def train(
     cfg.train.steps); None runs to the end.
     """
     t0 = time.perf_counter()
-    tc = cfg.train
-    device = _device(tc.device)
-    total = tc.steps
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+    run = _set_up(cfg, store_uris, ckpt_path)
+    if resume and ckpt_path.exists():
+        _resume(run)
+    first = run.step
+    _train_until(run, cfg.train.steps if stop_after is None else min(cfg.train.steps, stop_after), on_step)
+    if run.step > first or not ckpt_path.exists():
+        _save(run)
+    return TrainResult(
+        checkpoint=str(ckpt_path),
+        losses=_mean_losses(run.recent),
+        steps=run.step - first,
+        step=run.step,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
 
+
+def _set_up(cfg: Config, store_uris: list[str], ckpt_path: Path) -> _Run:
+    """A fresh run: the RNGs seeded first (the model's initial weights draw from them), then the model, AdamW, the
+    warm-up + cosine schedule and the window sampler over the stores."""
+    tc = cfg.train
+    device = resolve_device(tc.device, "train.device")
     _seed_everything(tc.seed)
     model = ResidualSmoother(cfg.smoother).to(device)
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, warmup=tc.warmup_steps, total=total, min_ratio=tc.min_lr_ratio)
+        opt, lambda s: lr_lambda(s, warmup=tc.warmup_steps, total=tc.steps, min_ratio=tc.min_lr_ratio)
     )
     data = TeacherWindows(
         store_uris,
@@ -152,103 +180,121 @@ def train(
         max_stride=tc.max_stride,
         burn_in=tc.burn_in,
     )
+    return _Run(
+        cfg=cfg,
+        store_uris=store_uris,
+        ckpt_path=ckpt_path,
+        device=device,
+        model=model,
+        opt=opt,
+        sched=sched,
+        sampler=sampler,
+    )
 
-    step, recent = 0, deque(maxlen=20)
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        saved = checkpoint_config(ckpt, ckpt_path)
-        if ckpt.get("train_version", 1) != TRAIN_VERSION:
-            raise InputError(
-                f"checkpoint {ckpt_path} was made by training code version {ckpt.get('train_version', 1)} "
-                f"(now {TRAIN_VERSION}); use another out_dir or pass resume=False"
-            )
-        if saved.smoother != cfg.smoother:
-            raise InputError(
-                f"checkpoint {ckpt_path} was trained with another smoother config; "
-                "use another out_dir or pass resume=False"
-            )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        sampler.load_state_dict(ckpt["sampler"])
-        set_rng_state(ckpt["rng"])
-        step = int(ckpt["step"])
-        if ckpt["losses"]:
-            recent.append(ckpt["losses"])
 
-    def checkpoint() -> None:
-        means = _mean_losses(recent)
-        save_checkpoint(
-            ckpt_path,
-            {
-                "step": step,
-                "train_version": TRAIN_VERSION,
-                "config": cfg.model_dump(mode="json", exclude={"store": {"storage_options"}}),  # may hold secrets
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": rng_state(),
-                "sampler": sampler.state_dict(),
-                "losses": means,
-                "store_uris": list(store_uris),
-            },
+def _resume(run: _Run) -> None:
+    """Load every state the checkpoint holds, RNGs included, so the next step is the one an uninterrupted run takes.
+
+    Refuses (InputError) a checkpoint of other training code or of another smoother config.
+    """
+    ckpt = load_checkpoint(run.ckpt_path, map_location=run.device)
+    saved = checkpoint_config(ckpt, run.ckpt_path)
+    version = ckpt.get("train_version", 1)
+    if version != TRAIN_VERSION:
+        raise InputError(
+            f"checkpoint {run.ckpt_path} was made by training code version {version} "
+            f"(now {TRAIN_VERSION}); use another out_dir or pass resume=False"
         )
+    if saved.smoother != run.cfg.smoother:
+        raise InputError(
+            f"checkpoint {run.ckpt_path} was trained with another smoother config; "
+            "use another out_dir or pass resume=False"
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.sched.load_state_dict(ckpt["scheduler"])
+    run.sampler.load_state_dict(ckpt["sampler"])
+    set_rng_state(ckpt["rng"])
+    run.step = int(ckpt["step"])
+    if ckpt["losses"]:
+        run.recent.append(ckpt["losses"])
 
-    end = total if stop_after is None else min(total, stop_after)
-    first = step
-    amp = tc.amp and device.type == "cuda"
-    model.train()
-    bar = tqdm(total=total, initial=step, disable=not tc.progress, desc="train smoother", unit="step")
+
+def _save(run: _Run) -> None:
+    """Write the checkpoint (atomically): everything `_resume` needs, plus the config and the stores trained on."""
+    cfg = run.cfg
+    save_checkpoint(
+        run.ckpt_path,
+        {
+            "step": run.step,
+            "train_version": TRAIN_VERSION,
+            "config": cfg.model_dump(mode="json", exclude={"store": {"storage_options"}}),  # may hold secrets
+            "model": run.model.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "rng": rng_state(),
+            "sampler": run.sampler.state_dict(),
+            "losses": _mean_losses(run.recent),
+            "store_uris": list(run.store_uris),
+        },
+    )
+
+
+def _train_until(run: _Run, end: int, on_step: StepFn | None) -> None:
+    """Optimizer steps until `end` steps are done, a checkpoint every checkpoint_every steps before the end."""
+    tc = run.cfg.train
+    amp = tc.amp and run.device.type == "cuda"
+    use_flows = needs_flows(run.cfg)
+    run.model.train()
+    bar = tqdm(total=tc.steps, initial=run.step, disable=not tc.progress, desc="train smoother", unit="step")
     threads = torch.get_num_threads()
-    use_flows = needs_flows(cfg)
     if tc.num_threads is not None:
         torch.set_num_threads(tc.num_threads)  # spinning OpenMP threads cost 10× on a shared CPU
     try:
-        while step < end:
-            batch = sampler.sample().to(device)
-            context, window = batch.split()
-            noise = unseen_noise(batch.depth, tc.hidden_noise if cfg.smoother.temporal_filter != "off" else 0.0)
-            flows = grid_flows(batch.rgb)[0] if batch.rgb is not None and use_flows else None
-            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
-                residual = _forward(model, context, window, noise, flows)
-            losses = smoother_losses(
-                residual,
-                batch.depth * torch.exp(noise),
-                cfg.loss,
-                confidence=batch.confidence,
-                rgb=batch.rgb,
-                frame_mask=batch.valid,
-                first=batch.context,
-                flows=flows,
-            )
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            clip = tc.grad_clip if tc.grad_clip is not None else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            sched.step()
-            step += 1
-
-            logs = {k: float(v.detach()) for k, v in losses.items()}
-            recent.append(logs)
+        while run.step < end:
+            logs, grad_norm = _train_step(run, use_flows=use_flows, amp=amp)
+            run.recent.append(logs)
             bar.update(1)
             bar.set_postfix(loss=f"{logs['total']:.4g}")
             if on_step is not None:
-                on_step(step, {**logs, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm)})
-            if step % tc.checkpoint_every == 0 and step < end:
-                checkpoint()
+                on_step(run.step, {**logs, "lr": run.opt.param_groups[0]["lr"], "grad_norm": grad_norm})
+            if run.step % tc.checkpoint_every == 0 and run.step < end:
+                _save(run)
     finally:
         bar.close()
         torch.set_num_threads(threads)
-    if step > first or not ckpt_path.exists():
-        checkpoint()
-    return TrainResult(
-        checkpoint=str(ckpt_path),
-        losses=_mean_losses(recent),
-        steps=step - first,
-        step=step,
-        seconds=round(time.perf_counter() - t0, 3),
+
+
+def _train_step(run: _Run, *, use_flows: bool, amp: bool) -> tuple[dict[str, float], float]:
+    """One optimizer step on a fresh batch; returns its loss terms and the gradient norm (before clipping).
+
+    The random draws come in a fixed order (the sampler's batch, then `unseen_noise`), so a resumed run repeats them.
+    """
+    cfg, tc = run.cfg, run.cfg.train
+    batch = run.sampler.sample().to(run.device)
+    context, window = batch.split()
+    noise = unseen_noise(batch.depth, tc.hidden_noise if cfg.smoother.temporal_filter != "off" else 0.0)
+    flows = grid_flows(batch.rgb)[0] if batch.rgb is not None and use_flows else None
+    with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+        residual = _forward(run.model, context, window, noise, flows)
+    losses = smoother_losses(
+        residual,
+        batch.depth * torch.exp(noise),
+        cfg.loss,
+        confidence=batch.confidence,
+        rgb=batch.rgb,
+        frame_mask=batch.valid,
+        first=batch.context,
+        flows=flows,
     )
+    run.opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    clip = tc.grad_clip if tc.grad_clip is not None else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.opt.step()
+    run.sched.step()
+    run.step += 1
+    return {k: float(v.detach()) for k, v in losses.items()}, float(grad_norm)
 
 
 def unseen_noise(depth: torch.Tensor, max_std: float) -> torch.Tensor:
@@ -278,10 +324,10 @@ def _forward(
     flows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus `noise`:
-    the residual passed through the gated temporal filter (smoother/temporal_filter.py), whose input holds the
-    noise the model did not see. Burn-in frames run without gradients, then the window continues from their model
-    and filter state. flows (B, context + window, h, w, 2): `grid_flows` of the batch's RGB, or None; the model's
-    motion cues (SmootherConfig.flow_cues) and the filter's memory (flow_warp) follow it, as in refinement."""
+    the residual passed through the gated temporal filter (`apply_filter`), whose input holds the noise the model
+    did not see. Burn-in frames run without gradients, then the window continues from their model and filter
+    state. flows (B, context + window, h, w, 2): `grid_flows` of the batch's RGB, or None; the model's motion cues
+    (SmootherConfig.flow_cues) and the filter's memory (flow_warp) follow it, as in refinement."""
     cfg = model.cfg
     state, prev, parts, first = None, None, [], 0
     for part, grad in ((context, False), (window, True)):
@@ -293,19 +339,20 @@ def _forward(
             out = model(part.depth, part.confidence, part.rgb, state=state, flows=part_flows)
             log_d = part.depth.clamp_min(1e-6).log()
             unseen = 0.0 if noise is None else noise[:, first : first + n]
-            memory_flow = part_flows if cfg.flow_warp else None
-            keep = out.keep[:, :, 0]  # the filter runs on (B, n, h, w): the warp moves whole frames
-            if cfg.temporal_filter == "full":
-                x = log_d + unseen  # the teacher the losses judge
-                corrected = (x + out.residual)[:, :, 0]
-                filtered, prev = gated_recursion(corrected, keep, prev, cfg.filter_reset, memory_flow)
-                parts.append(filtered[:, :, None] - x)
-            elif cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
-                detail = (detail_band(log_d) + unseen)[:, :, 0]
-                filtered, prev = gated_recursion(detail, keep, prev, cfg.filter_reset, memory_flow)
-                parts.append(out.residual + (filtered - detail)[:, :, None])
-            else:  # k ≡ 0: the filter would pass everything through unchanged
-                parts.append(out.residual)
+            detail = None
+            if cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
+                detail = detail_band(log_d) + unseen
+            correction, prev = apply_filter(
+                cfg.temporal_filter,
+                log_d + unseen,  # the teacher the losses judge
+                out.residual,
+                out.keep,
+                prev,
+                detail=detail,
+                reset=cfg.filter_reset,
+                flows=part_flows if cfg.flow_warp else None,
+            )
+            parts.append(correction)
         state, first = out.state, first + n
     return torch.cat(parts, dim=1)
 

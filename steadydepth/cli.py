@@ -10,9 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from evaluation.metric_names import GATE_METRICS
 from steadydepth.config import Config, load_config
-from steadydepth.errors import SteadyDepthError
+from steadydepth.errors import InputError, SteadyDepthError
+from steadydepth.export.config import EXPORT_FORMATS
 from steadydepth.runtime import use_embedded_defaults
+from storage.naming import list_stores
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -45,8 +48,12 @@ def _print_ingest_summary(summary: dict) -> None:
         for r in rows:
             chunks = f"{r['chunks_written']}/{r['chunks_skipped']}"
             print(f"{r['name']:<28} {r['num_frames']:>6} {chunks:>19} {r['seconds']:>8.1f}  {r['store_uri']}")
-    for f in summary["failures"]:
-        print(f"FAILED {f['video']}: {f['error']}", file=sys.stderr)
+    _print_failures(summary["failures"])
+
+
+def _print_failures(failures: list[dict[str, str]]) -> None:
+    for f in failures:
+        print(f"FAILED {f.get('video') or f.get('store')}: {f['error']}", file=sys.stderr)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -62,18 +69,21 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root, "teacher.backend": args.teacher})
+    _check_inputs(args.inputs)
+    _check_devices(cfg, "teacher.device")
     _start(cfg)
     from flows.ingest import run_ingest
 
     summary = run_ingest(args.inputs, cfg, dask=args.dask)
+    if not summary["stores"] and not summary["failures"]:
+        print(f"ingest: nothing to do, no videos or frame folders in {' '.join(args.inputs)}")
     _print_ingest_summary(summary)
     return 1 if summary["failures"] else 0
 
 
 def _print_evaluation(evaluation: dict) -> None:
     means = evaluation["means"]
-    keys = [k for k in ("absrel", "delta1", "tae", "static_flicker", "opw", "frame_change")
-            if any(k in m for m in means.values())]
+    keys = [k for k in GATE_METRICS if any(k in m for m in means.values())]  # what the gate judges
     print(f"\n{'method':<22}" + "".join(f"{k:>16}" for k in keys))
     for method, metrics in means.items():
         print(f"{method:<22}" + "".join(f"{metrics.get(k, float('nan')):>16.4f}" for k in keys))
@@ -83,15 +93,46 @@ def _print_evaluation(evaluation: dict) -> None:
     print(f"report: {evaluation['report_dir']}/report.md")
 
 
+def _check_inputs(inputs: list[str]) -> None:
+    """Every input exists and names videos (InputError otherwise): checked before any server starts."""
+    from steadydepth.video.open import discover_sources
+
+    for item in inputs:
+        discover_sources(item)
+
+
+def _check_stores(cfg: Config) -> None:
+    """There are teacher stores to work on (InputError otherwise), checked before any server starts."""
+    if not list_stores(cfg.store.root, "teacher", cfg.store.storage_options):
+        raise InputError(f"no teacher stores under {cfg.store.root}; run `steadydepth ingest` first")
+
+
+def _check_model(ref: str | None) -> None:
+    """A checkpoint path must exist (a registry URI is checked by MLflow when it loads)."""
+    if ref and "://" not in ref and not Path(ref).is_file():
+        raise InputError(f"model {ref} not found; pass a checkpoint (.pt) or an MLflow model URI (models:/...)")
+
+
+def _check_devices(cfg: Config, *settings: str) -> None:
+    """Each named device setting (e.g. "train.device") exists on this machine: ConfigError otherwise."""
+    from steadydepth.device import resolve_device
+
+    for setting in settings:
+        section, field = setting.split(".")
+        resolve_device(getattr(getattr(cfg, section), field), setting)
+
+
 def _start(cfg: Config) -> None:
     home = use_embedded_defaults(cfg.orchestration.home)
-    print(f"state (Prefect, MLflow) under {home}")
+    print(f"state (Prefect, MLflow) under {home}", file=sys.stderr)  # stdout stays the command's answer
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root, "train.steps": args.steps})
+    _check_stores(cfg)
+    _check_devices(cfg, "train.device")
     _start(cfg)
-    from flows.smoother import train_flow
+    from flows.model_flows import train_flow
 
     result = train_flow(cfg.model_dump(mode="json"), dataset=args.dataset)
     print(f"checkpoint: {result['checkpoint']}")
@@ -101,18 +142,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root})
+    _check_stores(cfg)
+    _check_model(args.model)
     _start(cfg)
     import json
 
-    from flows.smoother import evaluate_flow
+    from evaluation.report import json_safe
+    from flows.common import run_for_summary
+    from flows.model_flows import evaluate_flow
 
     model = args.model or f"models:/{cfg.orchestration.model_name}@champion"
-    evaluation = evaluate_flow(model, cfg.model_dump(mode="json"), out_dir=args.out)
-    if args.json:
-        print(json.dumps({k: evaluation[k] for k in ("means", "gate_passed", "gate_reasons", "flicker_metric")},
-                         indent=2))
+    evaluation, _ = run_for_summary(evaluate_flow, model, cfg.model_dump(mode="json"), out_dir=args.out)
+    if args.json:  # one strict JSON document: undefined metrics are null, never NaN
+        keys = ("means", "gate_passed", "gate_reasons", "flicker_metric")
+        print(json.dumps(json_safe({k: evaluation[k] for k in keys}), indent=2, allow_nan=False))
     else:
         _print_evaluation(evaluation)
+    _print_failures(evaluation["refine_failures"])
+    if evaluation["refine_failures"]:
+        return 1
     return 0 if evaluation["gate_passed"] else 3
 
 
@@ -121,22 +169,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.formats:
         extra["export.formats"] = "[" + ",".join(args.formats) + "]"
     cfg = _config(args, extra)
+    _check_stores(cfg)
+    _check_model(args.model)
     _start(cfg)
+    from flows.common import run_for_summary
     from flows.export import export_flow
 
-    result = export_flow(cfg.model_dump(mode="json"), args.model)
+    result, _ = run_for_summary(export_flow, cfg.model_dump(mode="json"), args.model)
     for uri, formats in result["exports"].items():
         print(f"{uri}: {', '.join(sorted(formats))}")
     print(f"exports of {result['model']} depth in {cfg.export.out_dir}")
-    for f in result["failures"]:
-        print(f"FAILED {f['store']}: {f['error']}", file=sys.stderr)
+    _print_failures(result["failures"])
     return 1 if result["failures"] else 0
 
 
 def _run_pipeline(inputs: list[str], cfg: Config, dask: bool) -> int:
+    from flows.common import run_for_summary
     from flows.pipeline import pipeline_flow
 
-    summary = pipeline_flow(inputs, cfg.model_dump(mode="json"), dask=dask)
+    summary, _ = run_for_summary(pipeline_flow, inputs, cfg.model_dump(mode="json"), dask=dask)
     _print_ingest_summary(summary["ingest"])
     if summary["train"]:
         print(f"\ntrained: {summary['train']['model_uri']}  checkpoint {summary['train']['checkpoint']}")
@@ -150,12 +201,19 @@ def _run_pipeline(inputs: list[str], cfg: Config, dask: bool) -> int:
     print("\nLook at it:")
     print(f"  Prefect UI: PREFECT_HOME={home}/prefect prefect server start   (then http://127.0.0.1:4200)")
     print(f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db")
-    failed = summary["ingest"]["failures"] or (summary["export"] or {}).get("failures")
+    if summary["evaluation"]:
+        _print_failures(summary["evaluation"]["refine_failures"])
+    if summary["export"]:
+        _print_failures(summary["export"]["failures"])
+    failed = summary["ingest"]["failures"] or (summary["evaluation"] or {}).get("refine_failures") or (
+        summary["export"] or {}).get("failures")
     return 1 if failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root, "export.overwrite": args.overwrite or None})
+    _check_inputs(args.inputs)
+    _check_devices(cfg, "teacher.device", "train.device")
     _start(cfg)
     return _run_pipeline(args.inputs, cfg, args.dask)
 
@@ -166,7 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cfg = _config(args, {
         "store.root": str(out / "stores"), "teacher.backend": "synthetic", "orchestration.home": str(out / "home"),
-        "export.out_dir": str(out / "exports"), "export.formats": "[zarr,npz,exr,png16,ply,preview,stereo]",
+        "export.out_dir": str(out / "exports"), "export.formats": f"[{','.join(EXPORT_FORMATS)}]",
         "export.ply_every": 8, "export.overwrite": True, "train.steps": args.steps,
     })
     _start(cfg)
@@ -176,7 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     generate_benchmark(videos_dir, n_videos=args.videos, n_frames=args.frames, size=args.size, seed=args.seed)
     print("pipeline: decode -> teacher -> Zarr stores -> train smoother -> refine -> evaluate -> promote -> export")
     code = _run_pipeline([str(videos_dir)], cfg, dask=False)
-    stores = sorted((out / "stores").glob("*.teacher.zarr"))
+    stores = list_stores(str(out / "stores"), "teacher")
     if stores:
         print("\nOpen a store with xarray:")
         print(f"  python -c \"import xarray as xr; print(xr.open_zarr('{stores[0]}'))\"")
@@ -223,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write refined depth as npz / EXR / 16-bit PNG / PLY / previews / stereo")
     p.add_argument("--store-root", help="where the teacher stores are; default store.root")
     p.add_argument("--model", help="checkpoint (.pt) or MLflow model URI; default models:/<name>@champion")
-    p.add_argument("--formats", nargs="+", choices=["zarr", "npz", "exr", "png16", "ply", "preview", "stereo"])
+    p.add_argument("--formats", nargs="+", choices=EXPORT_FORMATS)
     p.add_argument("--out", help="export folder (default export.out_dir)")
     p.add_argument("--overwrite", action="store_true", help="replace existing exports")
     _add_config_args(p)

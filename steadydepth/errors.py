@@ -41,3 +41,7 @@ class TeacherOutOfMemoryError(SteadyDepthError):
 
 class StoreError(SteadyDepthError):
     """A depth store is missing, incompatible with the request, or damaged."""
+
+
+class RefineFailedError(SteadyDepthError):
+    """No teacher store could be refined (the message carries the first store's cause)."""

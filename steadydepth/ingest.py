@@ -2,27 +2,38 @@
 
 Resumable by construction: the store knows which time chunks are finished, so a rerun decodes the
 video again (cheap) but runs the teacher (expensive) only on chunks that are missing.
+
+Every teacher's NaN/inf, zero or negative depth is repaired here and recorded per frame in the store
+(`steadydepth.teachers.invalid`); a video fails only when too many of its frames are unusable.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from steadydepth import __version__
 from steadydepth.config import Config
+from steadydepth.hashing import stable_hash
 from steadydepth.teachers.base import FrameBatch, Teacher, TeacherOutput
 from steadydepth.teachers.batching import BatchSizer, predict_with_backoff
+from steadydepth.teachers.invalid import DepthRepair, RepairedChunk, VideoInvalidity
 from steadydepth.video.open import open_source
-from steadydepth.video.types import Frame, VideoInfo
+from steadydepth.video.types import Frame, FrameSource, VideoInfo
 from storage import uri as uris
-from storage.depth_store import DepthStore, store_uri, video_attrs
+from storage.depth_store import TEACHER_QUALITY, DepthStore
+from storage.naming import store_uri
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total)
+INGEST_VERSION = 2  # bump when decoding or the teacher store's content changes: part of ingest's cache key
 
 
 @dataclass
@@ -38,22 +49,41 @@ class IngestResult:
     seconds: float
     teacher: str
     intrinsics: str  # "given", "shared-median" or "per-frame"
+    invalid_pixels_total: int = 0  # teacher pixels that were NaN/inf, zero or negative (repaired)
+    invalid_pixel_frames: int = 0  # frames with at least one such pixel
+    invalid_frames: int = 0  # frames over teacher.max_invalid_fraction_per_frame (copied from a valid frame)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def video_attrs(info: VideoInfo, *, kind: str, teacher: str, teacher_version: str, config_hash: str) -> dict[str, Any]:
+    """The caller metadata a store records for a video (pass it as `attrs` to `DepthStore.create`)."""
+    return {
+        "source": info.source,
+        "source_hash": info.content_hash,
+        "source_fps": float(info.source_fps),
+        "fps": float(info.fps),
+        "original_size": list(info.original_size),
+        "padding": list(info.padding),
+        "rotation": int(info.rotation),
+        "teacher": teacher,
+        "teacher_version": teacher_version,
+        "config_hash": config_hash,
+        "kind": kind,
+    }
+
+
 def ingest_config_hash(cfg: Config) -> str:
     """Hash of everything that determines a teacher store's content (not where it is written)."""
     store_part = cfg.store.model_dump(include={"chunk_frames", "save_rgb", "compression_level"})
-    return cfg.section_hash("decode", "teacher") + "-" + _short_hash(store_part)
+    # A pass/fail limit, not content: raising it after a failure resumes the store instead of refusing it.
+    teacher_part = cfg.teacher.model_dump(mode="json", exclude={"max_invalid_frames_fraction"})
+    return cfg.section_hash("decode") + "-" + _short_hash({"teacher": teacher_part, "store": store_part})
 
 
 def _short_hash(obj: dict) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+    return stable_hash(obj, 8)
 
 
 def _batch(info: VideoInfo, frames: list[Frame], K: np.ndarray | None) -> FrameBatch:
@@ -69,6 +99,7 @@ def _batch(info: VideoInfo, frames: list[Frame], K: np.ndarray | None) -> FrameB
         rgb=rgb,
         K=k,
         gt_depth=gt,
+        source_numbers=[f.source_index if f.source_number is None else f.source_number for f in frames],
     )
 
 
@@ -157,23 +188,13 @@ def ingest_video(
         width=w,
         chunk_frames=cfg.store.chunk_frames,
         attrs=attrs,
-        variables=optional,
+        variables=[*optional, *TEACHER_QUALITY],
         compression_level=cfg.store.compression_level,
         storage_options=cfg.store.storage_options,
     )
-    missing = set(store.missing_chunks())
-    written = 0
-    sizer = BatchSizer(cfg.teacher.batch_size)
-    if missing:
-        for chunk_id, frames in _chunks(src.frames(), cfg.store.chunk_frames):
-            if chunk_id not in missing:
-                continue
-            out = predict_with_backoff(teacher, _batch(info, frames, K), sizer=sizer)
-            store.write_chunk(chunk_id, **_chunk_arrays(store.variables, frames, out))
-            written += 1
-            if on_progress is not None:
-                on_progress(min(frames[-1].index + 1, info.num_frames), info.num_frames)
-    store.finalize()
+    tally = VideoInvalidity.from_arrays(store.read(0, store.num_frames, VideoInvalidity.READS))  # resume: what's done
+    written = _write_missing(store, src, teacher, K, cfg, tally, on_progress)
+    summary = _finish(store, tally, cfg, teacher.id, info.name)
     return IngestResult(
         video=info.source,
         name=info.name,
@@ -184,6 +205,109 @@ def ingest_video(
         seconds=round(time.perf_counter() - t0, 3),
         teacher=teacher.id,
         intrinsics=k_mode,
+        **summary,
+    )
+
+
+def _write_missing(
+    store: DepthStore,
+    src: FrameSource,
+    teacher: Teacher,
+    K: np.ndarray | None,
+    cfg: Config,
+    tally: VideoInvalidity,
+    on_progress: ProgressFn | None,
+) -> int:
+    """Run the teacher on the store's missing chunks, repair their depth and write them; returns how many."""
+    missing = set(store.missing_chunks())
+    if not missing:
+        return 0
+    info = src.info
+    sizer = BatchSizer(cfg.teacher.batch_size)
+    repair: DepthRepair | None = None
+    written = 0
+    for chunk_id, frames in _chunks(src.frames(), cfg.store.chunk_frames):
+        if chunk_id not in missing:
+            repair = None  # the next missing chunk carries on from its predecessor in the store
+            continue
+        start = frames[0].index
+        if repair is None:
+            repair = DepthRepair(cfg.teacher.max_invalid_fraction_per_frame, _previous_depth(store, tally, start))
+        out = predict_with_backoff(teacher, _batch(info, frames, K), sizer=sizer)
+        conf = None if out.confidence is None else out.confidence[:, 0].float().cpu().numpy()
+        fixed = repair(out.depth[:, 0].float().cpu().numpy(), conf)
+        store.write_chunk(chunk_id, **_chunk_arrays(store.variables, frames, out, fixed))
+        tally.record(start, fixed, [f.source_index for f in frames])
+        written += 1
+        _check_invalid(tally, cfg, teacher.id, info.name, final=False)  # fail early: the count only grows
+        if on_progress is not None:
+            on_progress(min(frames[-1].index + 1, info.num_frames), info.num_frames)
+    return written
+
+
+def _previous_depth(store: DepthStore, tally: VideoInvalidity, start: int) -> np.ndarray | None:
+    """The repaired depth of the frame before `start` (a valid frame or a copy of one), None if none is valid."""
+    if start == 0 or not tally.valid_before(start):
+        return None
+    return store.read(start - 1, start)["depth"][0]
+
+
+def _check_invalid(tally: VideoInvalidity, cfg: Config, teacher: str, video: str, *, final: bool) -> None:
+    tally.check(
+        video=video,
+        teacher=teacher,
+        max_frames_fraction=cfg.teacher.max_invalid_frames_fraction,
+        per_frame=cfg.teacher.max_invalid_fraction_per_frame,
+        final=final,
+    )
+
+
+def _finish(store: DepthStore, tally: VideoInvalidity, cfg: Config, teacher: str, video: str) -> dict[str, int]:
+    """Check the video is usable, fill leading invalid frames, record the totals and finalize; returns them."""
+    _check_invalid(tally, cfg, teacher, video, final=True)
+    summary = tally.summary()
+    if not store.is_complete:
+        _backfill_leading(store, tally)
+        store.group.attrs.update(summary)
+    store.finalize()
+    _log_invalid(video, summary, store.num_frames, cfg.teacher.max_invalid_fraction_per_frame)
+    return summary
+
+
+def _backfill_leading(store: DepthStore, tally: VideoInvalidity) -> None:
+    """Invalid frames before the first valid one had nothing to copy: give them the first valid frame's depth.
+
+    Runs before finalize on every unfinished store, so it also completes a run killed half-way through it.
+    """
+    first = tally.first_valid()
+    if not first:  # None cannot pass _check_invalid; 0: nothing leads
+        return
+    depth = store.read(first, first + 1)["depth"][0]
+    for chunk in range(store.num_chunks):
+        start, stop = store.chunk_bounds(chunk)
+        if start >= first:
+            break
+        arrays = store.read(start, stop, store.variables)
+        n = min(stop, first) - start
+        if np.array_equal(arrays["depth"][:n], np.broadcast_to(depth, (n, *depth.shape))):
+            continue  # already filled by an earlier run
+        arrays["depth"][:n] = depth
+        store.write_chunk(chunk, **arrays)
+
+
+def _log_invalid(video: str, summary: dict[str, int], num_frames: int, per_frame: float) -> None:
+    if not summary["invalid_pixels_total"]:
+        return
+    # A warning, so it shows without logging set up (Python's last-resort handler prints warnings only).
+    log.warning(
+        "video %s: %d teacher depth pixels were NaN/inf, zero or negative, in %d of %d frames (filled; the store's "
+        "invalid_pixels); %d frames had over %g%% such pixels and copy the previous valid frame (frame_valid 0)",
+        video,
+        summary["invalid_pixels_total"],
+        summary["invalid_pixel_frames"],
+        num_frames,
+        summary["invalid_frames"],
+        per_frame * 100,
     )
 
 
@@ -193,16 +317,20 @@ def _existing_store(uri: str, cfg: Config) -> DepthStore | None:
     return DepthStore.open(uri, cfg.store.storage_options, require_complete=False)
 
 
-def _chunk_arrays(variables: Iterable[str], frames: list[Frame], out: TeacherOutput) -> dict[str, np.ndarray]:
-    """The arrays of one store chunk, for exactly the variables the store holds."""
+def _chunk_arrays(
+    variables: Iterable[str], frames: list[Frame], out: TeacherOutput, fixed: RepairedChunk
+) -> dict[str, np.ndarray]:
+    """The arrays of one store chunk (repaired depth and confidence), for exactly the variables the store holds."""
     arrays = {
-        "depth": out.depth[:, 0].float().cpu().numpy(),
+        "depth": fixed.depth,
         "K": out.K.float().cpu().numpy(),
         "timestamp": np.array([f.timestamp for f in frames], np.float64),
         "frame_index": np.array([f.source_index for f in frames], np.int64),
     }
     optional = {
-        "confidence": lambda: out.confidence[:, 0].float().cpu().numpy(),
+        "confidence": lambda: fixed.confidence,
+        "invalid_pixels": lambda: fixed.invalid_pixels,
+        "frame_valid": lambda: fixed.frame_valid,
         "gt_depth": lambda: np.stack([f.gt_depth for f in frames]).astype(np.float32),
         "pose": lambda: _poses(frames),
         "rgb": lambda: np.stack([f.rgb for f in frames]),

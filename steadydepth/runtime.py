@@ -9,13 +9,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from steadydepth.errors import ConfigError
+
 DEFAULT_HOME = ".steadydepth"
 
 
 def use_embedded_defaults(home: str | Path | None = None) -> Path:
     """Point Prefect and MLflow at files under `home` (default ./.steadydepth) unless already configured."""
     home = Path(home or os.environ.get("STEADYDEPTH_HOME", DEFAULT_HOME)).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write the state folder {home} ({err.strerror}); set orchestration.home to a writable folder"
+        ) from None
     os.environ.setdefault("STEADYDEPTH_HOME", str(home))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     # The first ephemeral start runs the SQLite migrations: > 20 s on 2 loaded cores.

@@ -11,10 +11,21 @@ time (`chunk_frames` frames, full spatial extent), zstd-compressed and has `dime
     gt_depth     float32 (time, y, x)            optional, metres, NaN where invalid
     pose         float64 (time, pose_i, pose_j)  optional, 4x4 camera-to-world
     rgb          uint8   (time, y, x, channel)   optional
+    invalid_pixels int64 (time,)                 optional, teacher pixels that were NaN/inf, zero or negative
+    frame_valid  uint8   (time,)                 optional, 0 where the teacher's frame was unusable
     chunk_done   uint8   (chunk,)                bookkeeping: 1 once chunk i is fully written
 
 In the Python API the `time` array is called `timestamp`. Group attrs hold the caller's metadata (see
-`video_attrs`) plus bookkeeping (`format_version`, `num_frames`, `chunk_frames`, `variables`, `complete`).
+`steadydepth.ingest.video_attrs`) plus bookkeeping (`format_version`, `num_frames`, `chunk_frames`,
+`variables`, `complete`).
+
+Invalid teacher depth (teacher stores written by ingest; `steadydepth.teachers.invalid`): `depth` is always
+finite and > 0 because ingest fills the teacher's bad pixels (from the last valid depth at that pixel,
+else the nearest valid pixel) and sets `confidence` 0 there. `invalid_pixels[t]` counts frame t's bad
+pixels. `frame_valid[t]` is 0 when more than `teacher.max_invalid_fraction_per_frame` of the frame was bad:
+its `depth` is then a copy of the previous valid frame (or, at the start, the first valid one) and carries
+no new information, so a temporal model should carry its state over it rather than learn from it. Attrs
+`invalid_pixels_total`, `invalid_pixel_frames` and `invalid_frames` sum them per video.
 
 Crash safety: `chunk_done` has chunk size 1, so each marker is its own object. `write_chunk` clears the
 marker, writes the data arrays, then sets the marker: the marker is the commit point, and a chunk killed
@@ -28,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,15 +51,18 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.codecs import ZstdCodec
 
 from steadydepth.errors import StoreError
-from steadydepth.video.types import VideoInfo
 from storage import uri as uris
+from storage.naming import KINDS
 
 FORMAT_VERSION = 1
-KINDS = ("teacher", "refined")
 REQUIRED = ("depth", "K", "timestamp", "frame_index")
 OPTIONAL = ("confidence", "gt_depth", "pose", "rgb")
+TEACHER_QUALITY = ("invalid_pixels", "frame_valid")  # optional per-frame records of invalid teacher depth
+_ANY_OPTIONAL = (*OPTIONAL, *TEACHER_QUALITY)
 IDENTITY_KEYS = ("source_hash", "config_hash", "kind")  # caller attrs that must match to resume
-_BOOKKEEPING = (
+# attrs the store writes for itself (shape, chunking, progress); a caller may not set them, and `caller_attrs`
+# leaves them out, e.g. so a derived store copies a video's metadata without its source's shape
+BOOKKEEPING_KEYS = (
     "format_version",
     "num_frames",
     "height",
@@ -90,35 +103,12 @@ _VARS: dict[str, _Var] = {
     ),
     "pose": _Var("pose", "float64", ("pose_i", "pose_j"), np.nan, {"long_name": "camera-to-world, metres"}),
     "rgb": _Var("rgb", "uint8", ("y", "x", "channel"), 0, {"long_name": "decoded RGB frame"}),
+    "invalid_pixels": _Var(
+        "invalid_pixels", "int64", (), -1, {"long_name": "teacher pixels that were NaN/inf, zero or negative"}
+    ),
+    "frame_valid": _Var("frame_valid", "uint8", (), 0, {"long_name": "1 where the teacher's frame was usable"}),
 }
 _FIXED_SIZES = {"k_i": 3, "k_j": 3, "pose_i": 4, "pose_j": 4, "channel": 3}
-
-
-def store_uri(root: str, video_name: str, kind: str = "teacher") -> str:
-    """Where a video's store lives: `<root>/<name>.<kind>.zarr`, the name sanitised so it stays inside root."""
-    if kind not in KINDS:
-        raise ValueError(f"store kind {kind!r} is not one of {KINDS}")
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(video_name)).lstrip(".")  # no '/', no '..' prefix, not hidden
-    if not name.strip("_"):
-        raise ValueError(f"video name {video_name!r} has no usable characters for a store name")
-    return uris.join(root, f"{name}.{kind}.zarr")
-
-
-def video_attrs(info: VideoInfo, *, kind: str, teacher: str, teacher_version: str, config_hash: str) -> dict[str, Any]:
-    """The caller metadata a store records for a video (pass it as `attrs` to `DepthStore.create`)."""
-    return {
-        "source": info.source,
-        "source_hash": info.content_hash,
-        "source_fps": float(info.source_fps),
-        "fps": float(info.fps),
-        "original_size": list(info.original_size),
-        "padding": list(info.padding),
-        "rotation": int(info.rotation),
-        "teacher": teacher,
-        "teacher_version": teacher_version,
-        "config_hash": config_hash,
-        "kind": kind,
-    }
 
 
 def _location(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
@@ -168,26 +158,26 @@ class DepthStore:
     ) -> DepthStore:
         """Create a store, or reopen the one at uri for resume when its identity matches.
 
-        `variables` names the optional variables to store (confidence, gt_depth, pose, rgb). The identity is
-        attrs `source_hash`, `config_hash` and `kind` plus shape, chunking and variables; a store with another
-        identity raises StoreError unless overwrite=True, which deletes it first.
+        `variables` names the optional variables to store (confidence, gt_depth, pose, rgb, invalid_pixels,
+        frame_valid). The identity is attrs `source_hash`, `config_hash` and `kind` plus shape, chunking and
+        variables; a store with another identity raises StoreError unless overwrite=True, which deletes it first.
         """
         if min(num_frames, height, width, chunk_frames) < 1:
             raise ValueError(f"store {uri}: num_frames, height, width and chunk_frames must be >= 1")
-        unknown = sorted(set(variables) - set(OPTIONAL))
+        unknown = sorted(set(variables) - set(_ANY_OPTIONAL))
         if unknown:
-            raise ValueError(f"store {uri}: unknown optional variables {unknown}; choose from {OPTIONAL}")
+            raise ValueError(f"store {uri}: unknown optional variables {unknown}; choose from {_ANY_OPTIONAL}")
         attrs = _json(attrs)
         missing = [k for k in IDENTITY_KEYS if k not in attrs]
         if missing:
-            raise ValueError(f"store {uri}: attrs lack {missing} (see video_attrs)")
+            raise ValueError(f"store {uri}: attrs lack {missing} (see steadydepth.ingest.video_attrs)")
         if attrs["kind"] not in KINDS:
             raise ValueError(f"store {uri}: attrs kind {attrs['kind']!r} is not one of {KINDS}")
-        clash = sorted(set(attrs) & set(_BOOKKEEPING))
+        clash = sorted(set(attrs) & set(BOOKKEEPING_KEYS))
         if clash:
             raise ValueError(f"store {uri}: attrs {clash} are reserved for the store's bookkeeping")
         chunk_frames = min(chunk_frames, num_frames)
-        names = [*REQUIRED, *(v for v in OPTIONAL if v in variables)]
+        names = [*REQUIRED, *(v for v in _ANY_OPTIONAL if v in variables)]
         meta = {
             **attrs,
             "format_version": FORMAT_VERSION,
@@ -278,6 +268,11 @@ class DepthStore:
     def attrs(self) -> dict[str, Any]:
         """All group attrs: the caller's metadata plus bookkeeping."""
         return dict(self.group.attrs)
+
+    @property
+    def caller_attrs(self) -> dict[str, Any]:
+        """The caller's metadata only: `attrs` without the `BOOKKEEPING_KEYS`."""
+        return {k: v for k, v in self.group.attrs.items() if k not in BOOKKEEPING_KEYS}
 
     @property
     def num_frames(self) -> int:
@@ -416,8 +411,10 @@ def _validate(where: str, name: str, values: Any, n: int, size: tuple[int, int])
     if name == "rgb" and raw.dtype != np.uint8:
         raise StoreError(f"{where}: rgb has dtype {raw.dtype}, expected uint8")
     arr = raw.astype(var.dtype, copy=False)
-    if name == "frame_index":
+    if name in ("frame_index", "invalid_pixels"):
         bad = arr < 0
+    elif name == "frame_valid":
+        bad = arr > 1
     elif name == "depth":
         bad = ~(np.isfinite(arr) & (arr > 0))
     elif name == "confidence":
@@ -434,6 +431,8 @@ def _validate(where: str, name: str, values: Any, n: int, size: tuple[int, int])
             "depth": "finite and > 0 metres",
             "confidence": "in [0, 1]",
             "frame_index": ">= 0",
+            "invalid_pixels": ">= 0",
+            "frame_valid": "0 or 1",
             "gt_depth": "> 0 metres or NaN for invalid",
         }.get(name, "finite")
         raise StoreError(f"{where}: {name} has {count} values that are not {rule}")
@@ -449,14 +448,3 @@ def _ranges(indices: Sequence[int]) -> str:
         else:
             runs.append([i, i])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-def list_stores(root: str, kind: str = "teacher", storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """URIs of the `<name>.<kind>.zarr` stores directly under root, sorted (none if root does not exist)."""
-    if kind not in KINDS:
-        raise ValueError(f"store kind {kind!r} is not one of {KINDS}")
-    fs, path = uris.filesystem(str(root), dict(storage_options or {}))
-    if not fs.exists(path):
-        return []
-    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
-    return [uris.join(root, n) for n in names if n.endswith(f".{kind}.zarr")]

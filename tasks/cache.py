@@ -1,31 +1,40 @@
 """Cache keys for Prefect tasks: a task is skipped when everything that determines its output is unchanged.
 
 Keys combine content hashes (video bytes, teacher store identities, model weights), the part of the
-config the stage depends on and the code version. A cached result only says "this output was made";
-flows check that the output still exists and is complete, and otherwise refresh the cache (run again)
-— a deleted or half-written store never hides behind a cached result.
+config the stage depends on, the stage's code version (`INGEST_VERSION`, `TRAIN_VERSION`, `REFINE_VERSION`,
+`EVALUATE_VERSION`, `EXPORT_VERSION`, each defined beside the code it versions) and the package version.
+A cached result only says "this output was made": flows ask each stage whether its output is still on disk
+and complete and pass the task through `trusted`, which runs it again otherwise — a deleted or half-written
+output never hides behind a cached result.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from typing import Any
+
+from prefect import Task
 
 from steadydepth import __version__
 from steadydepth.config import Config
 from steadydepth.errors import SteadyDepthError
-from steadydepth.ingest import ingest_config_hash
+from steadydepth.hashing import stable_hash
+from steadydepth.ingest import INGEST_VERSION, ingest_config_hash
 from steadydepth.video.open import open_source
 from storage import uri as uris
 from storage.depth_store import DepthStore
 
 
 def digest(*parts: Any) -> str:
-    """Stable sha256 of JSON-serialisable parts, with the code version mixed in."""
-    blob = json.dumps([__version__, *parts], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+    """Stable sha256 of JSON-serialisable parts, with the package version mixed in."""
+    return stable_hash([__version__, *parts])
+
+
+def trusted(task: Task, output_complete: bool) -> Task:
+    """The task as it is while its output is on disk and complete; otherwise the same task with
+    refresh_cache=True, so it runs again and replaces its cached result (a deleted or half-written output never
+    hides behind a cache hit)."""
+    return task if output_complete else task.with_options(refresh_cache=True)
 
 
 def is_complete(uri: str, storage_options: dict | None = None) -> bool:
@@ -50,7 +59,7 @@ def ingest_key(source: str, cfg: Config) -> str | None:
         content = open_source(source, cfg.decode).info.content_hash
     except SteadyDepthError:
         return None  # no caching: let the task run and report the bad input itself
-    return digest("ingest", content, ingest_config_hash(cfg), cfg.store.root)
+    return digest("ingest", INGEST_VERSION, content, ingest_config_hash(cfg), cfg.store.root)
 
 
 def stores_key(stage: str, store_uris: Iterable[str], cfg: Config, sections: Iterable[str], *extra: Any) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 import mlflow
 from prefect import task
 
+from evaluation.evaluate import EVALUATE_VERSION, evaluate_dataset
 from steadydepth import tracking
 from steadydepth.config import Config
-from steadydepth.evaluate import evaluate_dataset
 from tasks.cache import digest, store_identity
 from tasks.retry import retry_unless_bad_input
 
@@ -17,7 +17,7 @@ from tasks.retry import retry_unless_bad_input
 def evaluate_key(teacher_uris: list[str], refined_uris: list[str], cfg: Config, out_dir: str) -> str:
     so = cfg.store.storage_options
     identities = [store_identity(u, so) for u in [*teacher_uris, *refined_uris]]
-    return digest("evaluate", identities, cfg.section_hash("evaluate"), out_dir)
+    return digest("evaluate", EVALUATE_VERSION, identities, cfg.section_hash("evaluate"), out_dir)
 
 
 @task(
@@ -59,7 +59,15 @@ def evaluate_task(
 
 @task(name="promote")
 def promote_task(model_version: str, evaluation: dict, model_name: str) -> dict:
-    """Set the `champion` alias iff the gate passed and the model beats the current champion."""
+    """Record the gate verdict on the version, then set the `champion` alias iff the gate passed and the model beats
+    the current champion."""
+    tracking.tag_version(
+        model_version,
+        gate_passed=evaluation["gate_passed"],
+        verdict=evaluation.get("verdict", ""),
+        metrics=evaluation.get("means", {}).get("refined", {}),
+        model_name=model_name,
+    )
     decision = tracking.promote(
         model_version,
         gate_passed=evaluation["gate_passed"],

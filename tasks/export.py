@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from steadydepth.config import Config
-from steadydepth.export import export_from_config
+from steadydepth.export.exporter import EXPORT_VERSION, export_video
 from tasks.cache import digest, store_identity
 from tasks.retry import retry_unless_bad_input
 
@@ -13,7 +13,7 @@ from tasks.retry import retry_unless_bad_input
 def export_key(refined_uri: str, teacher_uri: str, cfg: Config) -> str:
     so = cfg.store.storage_options
     identities = store_identity(refined_uri, so), store_identity(teacher_uri, so)
-    return digest("export", *identities, cfg.section_hash("export"))
+    return digest("export", EXPORT_VERSION, *identities, cfg.section_hash("export"))
 
 
 @task(
@@ -25,7 +25,7 @@ def export_key(refined_uri: str, teacher_uri: str, cfg: Config) -> str:
     persist_result=True,
 )
 def export_task(refined_uri: str, teacher_uri: str, config: dict) -> dict:
-    """Write the configured export formats of one video; returns {format: [paths]}."""
+    """Write the configured export formats of one video (resuming a killed export); returns {format: [paths]}."""
     cfg = Config.model_validate(config)
-    return export_from_config(cfg.export, refined_uri, teacher_uri, progress=False,
-                              storage_options=cfg.store.storage_options)
+    return export_video(refined_uri, cfg.export, rgb_store_uri=teacher_uri, progress=True,
+                        storage_options=cfg.store.storage_options)

@@ -13,7 +13,9 @@ from steadydepth.config import Config, TeacherConfig
 from steadydepth.ingest import ingest_video
 from steadydepth.teachers.base import Teacher
 from steadydepth.teachers.registry import build_teacher
+from steadydepth.video.open import source_name
 from tasks.cache import ingest_key
+from tasks.progress import TaskProgress
 from tasks.retry import retry_unless_bad_input
 
 
@@ -44,6 +46,7 @@ def ingest_video_task(source: str, config: dict) -> dict:
     Resumable: finished chunks of an interrupted store are kept and only missing ones are computed.
     """
     cfg = Config.model_validate(config)
-    result = ingest_video(source, cfg, teacher=cached_teacher(cfg.teacher)).to_dict()
+    with TaskProgress(f"ingest {source_name(source)}") as progress:
+        result = ingest_video(source, cfg, teacher=cached_teacher(cfg.teacher), on_progress=progress).to_dict()
     result["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return result

@@ -5,16 +5,18 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import torch
 from prefect import task
 
-from smoother.checkpoint import load_smoother
+from smoother.checkpoint import CHECKPOINT_NAME, load_smoother
 from smoother.model import ResidualSmoother
-from smoother.refine import model_hash, refine_store
+from smoother.refine import REFINE_VERSION, model_hash, refine_store, refined_store_matches
 from smoother.train import TRAIN_VERSION, train
 from steadydepth import tracking
 from steadydepth.config import Config
+from steadydepth.device import resolve_device
+from storage import naming
 from tasks.cache import digest, store_identity, stores_key
+from tasks.progress import TaskProgress
 from tasks.retry import retry_unless_bad_input
 
 TRAIN_SECTIONS = ("smoother", "train", "loss")
@@ -23,6 +25,16 @@ TRAIN_SECTIONS = ("smoother", "train", "loss")
 def train_key(store_uris: list[str], cfg: Config) -> str:
     """Training is determined by the teacher stores, the smoother/train/loss config and the code versions."""
     return stores_key("train", store_uris, cfg, TRAIN_SECTIONS, TRAIN_VERSION)
+
+
+def train_dir(store_uris: list[str], cfg: Config) -> Path:
+    """Where this training keeps its checkpoint: one folder per training key, so a rerun resumes it."""
+    return Path(cfg.orchestration.home) / "checkpoints" / train_key(store_uris, cfg)[:16]
+
+
+def train_output_complete(store_uris: list[str], cfg: Config) -> bool:
+    """True when this training's final checkpoint is on disk (the cached result points at it)."""
+    return (train_dir(store_uris, cfg) / CHECKPOINT_NAME).is_file()
 
 
 @task(
@@ -35,12 +47,18 @@ def train_key(store_uris: list[str], cfg: Config) -> str:
 def train_task(store_uris: list[str], config: dict, dataset: str) -> dict:
     """Train on the teacher stores, log the run to MLflow and register the model; resumes from its checkpoint."""
     cfg = Config.model_validate(config)
-    out_dir = Path(cfg.orchestration.home) / "checkpoints" / train_key(store_uris, cfg)[:16]
+    out_dir = train_dir(store_uris, cfg)
     with tracking.start_run(dataset, cfg, run_name="train-smoother") as run:
-        result = train(cfg, store_uris, str(out_dir), on_step=tracking.log_step)
+        with TaskProgress("train smoother", unit="step", bar=False) as progress:  # train() has its own bar
+
+            def on_step(step: int, values: dict[str, float]) -> None:
+                tracking.log_step(step, values)
+                progress(step, cfg.train.steps)
+
+            result = train(cfg, store_uris, str(out_dir), on_step=on_step)
         model = load_smoother(result.checkpoint)
         version = tracking.log_smoother(
-            model, cfg, model_name=cfg.orchestration.model_name, checkpoint=result.checkpoint
+            model, cfg, model_name=cfg.orchestration.model_name, checkpoint=result.checkpoint, store_uris=store_uris
         )
     return {
         "checkpoint": result.checkpoint,
@@ -60,7 +78,17 @@ def load_model(ref: str) -> ResidualSmoother:
 
 
 def refine_key(teacher_uri: str, model_ref: str, cfg: Config) -> str:
-    return digest("refine", store_identity(teacher_uri, cfg.store.storage_options), model_hash(load_model(model_ref)))
+    """Refinement is determined by the teacher store, the model's weights and the refinement code version."""
+    so = cfg.store.storage_options
+    return digest("refine", REFINE_VERSION, store_identity(teacher_uri, so), model_hash(load_model(model_ref)))
+
+
+def refine_output_complete(teacher_uri: str, model_ref: str, cfg: Config) -> bool:
+    """True when the refined store beside the teacher store is complete and this model's (see
+    `refined_store_matches`); any other store is refined again rather than trusted."""
+    model = load_model(model_ref)
+    refined = naming.refined_uri(teacher_uri, model_hash(model))
+    return refined_store_matches(refined, teacher_uri, model, cfg.store.storage_options)
 
 
 @task(
@@ -75,9 +103,10 @@ def refine_key(teacher_uri: str, model_ref: str, cfg: Config) -> str:
 def refine_task(teacher_uri: str, model_ref: str, config: dict) -> dict:
     """Write the refined store next to a teacher store (streaming, resumable); returns a RefineResult dict."""
     cfg = Config.model_validate(config)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = refine_store(
-        teacher_uri, None, load_model(model_ref), device=device, storage_options=cfg.store.storage_options,
-        overwrite=True, model_id=model_ref,
-    )
+    device = resolve_device("auto")
+    with TaskProgress(f"refine {naming.video_name(teacher_uri)}") as progress:
+        result = refine_store(
+            teacher_uri, None, load_model(model_ref), device=device, storage_options=cfg.store.storage_options,
+            overwrite=True, model_id=model_ref, on_progress=progress,
+        )
     return result.to_dict()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from smoother.baselines import (
+from evaluation.baselines import (
     EMAFilter,
     MotionGatedEMAFilter,
     TemporalMedianFilter,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from smoother.config import LossConfig, SmootherConfig, TrainConfig
 from steadydepth.config import Config, load_config, parse_override
 from steadydepth.errors import ConfigError
 
@@ -61,3 +62,13 @@ def test_bad_files_and_overrides(tmp_path):
         parse_override("decode.stride")
     assert parse_override("store.root=s3://bucket/x") == ("store.root", "s3://bucket/x")
     assert parse_override("decode.max_frames=null") == ("decode.max_frames", None)
+
+
+def test_the_smoother_sections_come_from_the_smoother_package():
+    """smoother/config.py owns the smoother, train and loss sections; Config composes them under the same paths."""
+    cfg = load_config(overrides=["smoother.d_model=24", "train.steps=3", "loss.anchor=0.5"])
+    assert isinstance(cfg.smoother, SmootherConfig) and isinstance(cfg.train, TrainConfig)
+    assert isinstance(cfg.loss, LossConfig)
+    assert (cfg.smoother.d_model, cfg.train.steps, cfg.loss.anchor) == (24, 3, 0.5)
+    with pytest.raises(ConfigError, match="smoother.d_modl"):
+        load_config(overrides=["smoother.d_modl=24"])

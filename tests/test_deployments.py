@@ -21,7 +21,7 @@ def test_every_flow_has_a_deployment_with_a_valid_entrypoint():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     entrypoints = {d["entrypoint"] for d in spec["deployments"]}
     assert entrypoints == {
-        "flows/ingest.py:ingest_flow", "flows/smoother.py:train_flow", "flows/smoother.py:evaluate_flow",
+        "flows/ingest.py:ingest_flow", "flows/model_flows.py:train_flow", "flows/model_flows.py:evaluate_flow",
         "flows/export.py:export_flow", "flows/pipeline.py:pipeline_flow",
     }
     assert any(d.get("schedules") for d in spec["deployments"])

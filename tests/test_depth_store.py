@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 from steadydepth.errors import StoreError
-from storage.depth_store import OPTIONAL, DepthStore, store_uri
+from storage.depth_store import OPTIONAL, DepthStore
 
 T, H, W, CF = 40, 24, 32, 8
 ATTRS = {
@@ -91,6 +91,7 @@ def test_round_trip_every_variable_via_read(full_store):
     assert store.is_complete and store.num_frames == T and store.size == (H, W) and store.num_chunks == 5
     assert {k: store.attrs[k] for k in ATTRS} == ATTRS
     assert store.attrs["chunk_frames"] == CF and store.attrs["format_version"] == 1
+    assert store.caller_attrs == ATTRS  # bookkeeping left out
     got = store.read(0, T, tuple(DTYPES))
     for name, values in expected().items():
         assert got[name].dtype == DTYPES[name], name
@@ -251,16 +252,3 @@ def test_open_errors(tmp_path):
     xr.Dataset({"a": ("t", np.arange(3))}).to_zarr(tmp_path / "other.zarr", zarr_format=3, consolidated=False)
     with pytest.raises(StoreError, match="not a depth store"):
         DepthStore.open(str(tmp_path / "other.zarr"))
-
-
-def test_store_uri_is_sanitised(tmp_path):
-    assert store_uri(str(tmp_path), "walk") == str(tmp_path / "walk.teacher.zarr")
-    assert store_uri("s3://bucket/stores/", "walk", kind="refined") == "s3://bucket/stores/walk.refined.zarr"
-    for name in ("../../etc/passwd", "a/b", "/abs", ".hidden"):
-        uri = Path(store_uri(str(tmp_path), name))
-        assert uri.parent == tmp_path and not uri.name.startswith(".") and uri.name.endswith(".teacher.zarr")
-    for name in ("..", "", "/"):
-        with pytest.raises(ValueError):
-            store_uri(str(tmp_path), name)
-    with pytest.raises(ValueError):
-        store_uri(str(tmp_path), "walk", kind="best")

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smoother.metrics import evaluate_sequence, opw, static_mask_from_gt
-from steadydepth.config import EvaluateConfig, load_config
-from steadydepth.evaluate import evaluate_dataset
-from steadydepth.report import fmt
+from evaluation.config import EvaluateConfig
+from evaluation.evaluate import evaluate_dataset
+from evaluation.metrics import evaluate_sequence, opw, static_mask_from_gt
+from evaluation.report import fmt
+from steadydepth.config import load_config
 from storage.depth_store import DepthStore
 
 CFG = EvaluateConfig(max_depth=10.0)
@@ -91,11 +92,11 @@ def test_teacher_copy_as_refined_fails_the_gate_for_lack_of_flicker_reduction(te
 
 
 def test_optical_flow_is_computed_once_per_video_not_per_method(teacher_stores, tmp_path, monkeypatch):
-    import smoother.metrics_temporal as mt
+    import steadydepth.video.optical_flow as of
 
     calls = []
-    real_flow = mt.optical_flow
-    monkeypatch.setattr(mt, "optical_flow", lambda *a: calls.append(1) or real_flow(*a))
+    real_flow = of.optical_flow
+    monkeypatch.setattr(of, "optical_flow", lambda *a: calls.append(1) or real_flow(*a))
     report = evaluate_dataset(teacher_stores, None, CFG, str(tmp_path / "eval"), plots=False)
     assert len(report.methods) == 4  # teacher and three baselines, each with opw and opw_sequence
     frames = [DepthStore.open(u).num_frames for u in teacher_stores]

@@ -1,26 +1,36 @@
 """Exports: round trips of every format against the store, padding cropped, K and units recorded, previews with
-one fixed colour scale, overwrite refusal, atomic writes and output paths that cannot escape out_dir."""
+one fixed colour scale, overwrite refusal, atomic writes, resuming after a kill (identity markers) and output
+paths that cannot escape out_dir."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from steadydepth.config import ExportConfig
-from steadydepth.errors import InputError
-from steadydepth.export import export_from_config, export_previews, export_video
+from steadydepth.cli import build_parser
+from steadydepth.config import load_config
+from steadydepth.errors import ConfigError, InputError
+from steadydepth.export import export_complete, export_previews, export_video
 from steadydepth.export import pointcloud as pointcloud_module
 from steadydepth.export import previews as previews_module
+from steadydepth.export.config import EXPORT_FORMATS, ExportConfig
+from steadydepth.export.exporter import EXPORT_VERSION, FORMAT_SETTINGS
 from steadydepth.export.formats import decode_png16, encode_png16, read_exr_depth
+from steadydepth.export.marker import MARKER
 from steadydepth.export.pointcloud import read_ply
-from steadydepth.export.safety import safe_name
-from storage.depth_store import DepthStore, store_uri
+from storage.depth_store import DepthStore
+from storage.naming import safe_name, store_uri
 
 T, H, W = 6, 20, 28  # stored (padded) size
 PAD = (0, 2, 0, 4)  # top, bottom, left, right: the picture is 18 x 24
@@ -52,14 +62,16 @@ def make_store(
     rgb: bool = True,
     gt: bool = False,
     chunk_frames: int = 4,
+    config_hash: str = "c",
 ) -> str:
-    """A finished store at `<root>/<name>.<kind>.zarr` with bottom/right padding and per-frame varying K."""
+    """A finished store at `<root>/<name>.<kind>.zarr` with bottom/right padding and per-frame varying K;
+    config_hash stands for the model/config that made it."""
     uri = store_uri(str(root), name, kind)
     variables = [*(["rgb"] if rgb else []), *(["gt_depth"] if gt else [])]
     attrs = {
         "source": f"{name}.mp4",
         "source_hash": "h",
-        "config_hash": "c",
+        "config_hash": config_hash,
         "kind": kind,
         "fps": 10.0,
         "padding": list(PAD),
@@ -105,7 +117,7 @@ def teacher(tmp_path: Path) -> str:
 
 
 def test_npz_is_exact_cropped_and_records_units_and_K(teacher: str, tmp_path: Path) -> None:
-    out = export_video(teacher, tmp_path / "out", formats=["npz"], progress=False)
+    out = export_video(teacher, ExportConfig(formats=["npz"], out_dir=str(tmp_path / "out")), progress=False)
     path = out["npz"][0]
     assert Path(path) == tmp_path / "out" / "clip" / "npz" / "depth.npz"
     with np.load(path) as z:
@@ -118,7 +130,7 @@ def test_npz_is_exact_cropped_and_records_units_and_K(teacher: str, tmp_path: Pa
 
 
 def test_exr_is_float32_exact_with_K_and_units_in_the_header(teacher: str, tmp_path: Path) -> None:
-    out = export_video(teacher, tmp_path / "out", formats=["exr"], progress=False)
+    out = export_video(teacher, ExportConfig(formats=["exr"], out_dir=str(tmp_path / "out")), progress=False)
     frames = sorted(p for p in out["exr"] if p.endswith(".exr"))
     assert len(frames) == T
     depth, K = stored(teacher), stored(teacher, "K")
@@ -132,7 +144,7 @@ def test_exr_is_float32_exact_with_K_and_units_in_the_header(teacher: str, tmp_p
 
 
 def test_png16_round_trip_within_half_a_step(teacher: str, tmp_path: Path) -> None:
-    out = export_video(teacher, tmp_path / "out", formats=["png16"], progress=False)
+    out = export_video(teacher, ExportConfig(formats=["png16"], out_dir=str(tmp_path / "out")), progress=False)
     sidecar = json.loads(Path(out["png16"][-1]).read_text())
     scale, offset = sidecar["scale"], sidecar["offset"]
     assert sidecar["units"] == "m" and sidecar["invalid_value"] == 0 and np.allclose(sidecar["K"], K0)
@@ -156,7 +168,8 @@ def test_png16_marks_invalid_and_out_of_range_depth_as_zero() -> None:
 
 
 def test_ply_points_reproject_to_their_pixel_and_depth(teacher: str, tmp_path: Path) -> None:
-    out = export_video(teacher, tmp_path / "out", formats=["ply"], ply_every=2, progress=False)
+    config = ExportConfig(formats=["ply"], out_dir=str(tmp_path / "out"), ply_every=2)
+    out = export_video(teacher, config, progress=False)
     assert [Path(p).name for p in out["ply"]] == ["000000.ply", "000002.ply", "000004.ply"]
     depth, K, rgb = stored(teacher), stored(teacher, "K"), stored(teacher, "rgb")
     t = 2
@@ -183,7 +196,8 @@ def test_ply_skips_invalid_depth(tmp_path: Path) -> None:
 
 def test_refined_store_takes_rgb_from_the_teacher_store(teacher: str, tmp_path: Path) -> None:
     refined = make_store(tmp_path / "stores", kind="refined", rgb=False, depth_fn=lambda t: ramp_depth(t) * 1.1)
-    out = export_video(refined, tmp_path / "out", formats=["zarr", "ply"], rgb_store_uri=teacher, progress=False)
+    config = ExportConfig(formats=["zarr", "ply"], out_dir=str(tmp_path / "out"))
+    out = export_video(refined, config, rgb_store_uri=teacher, progress=False)
     assert out["zarr"] == [refined]
     vertex, _ = read_ply(out["ply"][0])
     np.testing.assert_array_equal(vertex["red"], stored(teacher, "rgb")[0, :h, :w, 0].ravel())
@@ -218,27 +232,41 @@ def test_preview_colour_scale_is_fixed_per_video(tmp_path: Path) -> None:
 
 def test_export_video_preview_compares_refined_with_its_teacher(teacher: str, tmp_path: Path) -> None:
     refined = make_store(tmp_path / "stores", kind="refined", rgb=False)
-    out = export_video(refined, tmp_path / "out", formats=["preview"], rgb_store_uri=teacher, progress=False)
+    config = ExportConfig(formats=["preview"], out_dir=str(tmp_path / "out"))
+    out = export_video(refined, config, rgb_store_uri=teacher, progress=False)
     assert read_video(out["preview"][0])[0].shape == (h, 3 * w, 3)
     with pytest.raises(InputError, match="teacher store"):
-        export_video(refined, tmp_path / "out2", formats=["preview"], progress=False)
+        export_video(refined, ExportConfig(formats=["preview"], out_dir=str(tmp_path / "out2")), progress=False)
 
 
 # ---- safety ---------------------------------------------------------------------------------------------------
 
 
-def test_existing_export_is_refused_unless_overwrite(teacher: str, tmp_path: Path) -> None:
-    export_video(teacher, tmp_path / "out", formats=["npz"], progress=False)
-    with pytest.raises(InputError, match="--overwrite") as err:
-        export_video(teacher, tmp_path / "out", formats=["exr", "npz"], progress=False)
-    assert str(tmp_path / "out" / "clip" / "npz") in str(err.value) and "\n" not in str(err.value)
-    assert not (tmp_path / "out" / "clip" / "exr").exists()  # refused before any work
-    out = export_video(teacher, tmp_path / "out", formats=["npz"], overwrite=True, progress=False)
-    assert Path(out["npz"][0]).is_file()
-
-
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def _temporaries(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_existing_foreign_export_is_refused_unless_overwrite(teacher: str, tmp_path: Path) -> None:
+    """A folder without a marker (the user's own files) is never replaced silently."""
+    user = tmp_path / "out" / "clip" / "npz"
+    user.mkdir(parents=True)
+    (user / "depth.npz").write_bytes(b"the user's own file")
+    with pytest.raises(InputError, match="--overwrite") as err:
+        export_video(teacher, ExportConfig(formats=["exr", "npz"], out_dir=str(tmp_path / "out")), progress=False)
+    assert str(user) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out" / "clip" / "exr").exists()  # refused before any work
+    config = ExportConfig(formats=["npz"], out_dir=str(tmp_path / "out"), overwrite=True)
+    out = export_video(teacher, config, progress=False)
+    with np.load(out["npz"][0]) as z:
+        np.testing.assert_array_equal(z["depth"], stored(teacher)[:, :h, :w])
 
 
 def test_failed_frame_export_leaves_nothing_and_keeps_the_old_export(
@@ -253,18 +281,19 @@ def test_failed_frame_export_leaves_nothing_and_keeps_the_old_export(
             raise OSError("disk full")
         real(*args, **kwargs)
 
+    config = ExportConfig(formats=["ply"], out_dir=str(tmp_path / "out"))
     monkeypatch.setattr(pointcloud_module, "write_ply", fails_on_third)
     with pytest.raises(OSError, match="disk full"):
-        export_video(teacher, tmp_path / "out", formats=["ply"], progress=False)
+        export_video(teacher, config, progress=False)
     assert _leftovers(tmp_path / "out" / "clip") == []  # no partial folder, no temporary
     monkeypatch.setattr(pointcloud_module, "write_ply", real)
-    export_video(teacher, tmp_path / "out", formats=["ply"], progress=False)
+    export_video(teacher, config, progress=False)
     monkeypatch.setattr(pointcloud_module, "write_ply", fails_on_third)
     calls.clear()
     with pytest.raises(OSError):
-        export_video(teacher, tmp_path / "out", formats=["ply"], overwrite=True, progress=False)
+        export_video(teacher, config.model_copy(update={"overwrite": True}), progress=False)
     assert _leftovers(tmp_path / "out" / "clip") == ["ply"]
-    assert len(_leftovers(tmp_path / "out" / "clip" / "ply")) == T  # the previous export, untouched
+    assert len(_leftovers(tmp_path / "out" / "clip" / "ply")) == T + 1  # the previous export and its marker
 
 
 def test_failed_video_write_leaves_no_partial_file(
@@ -282,24 +311,171 @@ def test_failed_video_write_leaves_no_partial_file(
 
 def test_video_names_cannot_escape_the_output_folder(teacher: str, tmp_path: Path) -> None:
     out_dir = tmp_path / "a" / "out"
-    out = export_video(teacher, out_dir, formats=["npz", "preview"], video_name="../../evil", progress=False)
+    config = ExportConfig(formats=["npz", "preview"], out_dir=str(out_dir))
+    out = export_video(teacher, config, video_name="../../evil", progress=False)
     for paths in out.values():
         for p in paths:
             assert Path(p).resolve().is_relative_to(out_dir.resolve()), p
     assert not (tmp_path / "evil").exists() and not (tmp_path / "a" / "evil").exists()
     assert safe_name("../../evil") == "_.._evil" and "/" not in safe_name("a/b\\c")
     with pytest.raises(InputError):
-        export_video(teacher, out_dir, formats=["npz"], video_name="..", progress=False)
+        export_video(teacher, ExportConfig(formats=["npz"], out_dir=str(out_dir)), video_name="..", progress=False)
 
 
-def test_unknown_format_is_an_input_error(teacher: str, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="unknown export formats"):
-        export_video(teacher, tmp_path / "out", formats=["tiff"], progress=False)
+def test_formats_are_listed_once(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as err:
+        ExportConfig(formats=["tiff"])
+    assert all(f"'{fmt}'" in str(err.value) for fmt in EXPORT_FORMATS)
+    with pytest.raises(ConfigError, match="export.formats"):
+        load_config(overrides={"export.formats": ["tiff"]})
+    assert set(FORMAT_SETTINGS) == set(EXPORT_FORMATS) - {"zarr"}  # every folder format says what shapes it
+    assert {f for fields in FORMAT_SETTINGS.values() for f in fields} <= set(ExportConfig.model_fields)
+    parser = build_parser()
+    assert parser.parse_args(["export", "--formats", *EXPORT_FORMATS]).formats == list(EXPORT_FORMATS)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "--formats", "tiff"])
 
 
-def test_export_from_config(teacher: str, tmp_path: Path) -> None:
+def test_export_video_takes_its_options_from_the_config(teacher: str, tmp_path: Path) -> None:
     config = ExportConfig(formats=["npz", "png16"], out_dir=str(tmp_path / "out"), png16_scale=0.001)
     assert config.ipd_m == 0.063 and config.overwrite is False
-    out = export_from_config(config, teacher, progress=False)
+    out = export_video(teacher, config, progress=False)
     assert json.loads(Path(out["png16"][-1]).read_text())["scale"] == 0.001
     assert os.path.isfile(out["npz"][0])
+
+
+# ---- resuming: identity markers -------------------------------------------------------------------------------
+
+
+def test_marker_records_what_the_folder_was_made_from(teacher: str, tmp_path: Path) -> None:
+    refined = make_store(tmp_path / "stores", kind="refined", rgb=False, config_hash="model-a")
+    config = ExportConfig(formats=["png16"], out_dir=str(tmp_path / "out"), png16_scale=0.001)
+    out = export_video(refined, config, rgb_store_uri=teacher, progress=False)
+    marker = json.loads((tmp_path / "out" / "clip" / "png16" / MARKER).read_text())
+    identity = marker["identity"]
+    assert identity["export_version"] == EXPORT_VERSION and identity["format"] == "png16"
+    assert identity["depth_store"]["config_hash"] == "model-a" and identity["rgb_store"]["config_hash"] == "c"
+    assert marker["stores"] == {"depth": refined, "rgb": teacher} and marker["settings"] == {"png16_scale": 0.001}
+    assert [str(tmp_path / "out" / "clip" / "png16" / f) for f in marker["files"]] == out["png16"]
+
+
+def test_rerun_after_a_partial_export_completes_and_keeps_finished_formats(teacher: str, tmp_path: Path) -> None:
+    out_dir = str(tmp_path / "out")
+    first = export_video(teacher, ExportConfig(formats=["npz", "exr"], out_dir=out_dir), progress=False)
+    finished = _mtimes(tmp_path / "out")
+    config = ExportConfig(formats=["npz", "exr", "png16"], out_dir=out_dir)
+    assert not export_complete(config, teacher)
+    second = export_video(teacher, config, progress=False)  # no overwrite: the finished folders are ours
+    assert {k: v for k, v in _mtimes(tmp_path / "out").items() if k in finished} == finished
+    assert second["npz"] == first["npz"] and second["exr"] == first["exr"]
+    assert len([p for p in second["png16"] if p.endswith(".png")]) == T
+    assert export_complete(config, teacher)
+    assert export_video(teacher, config, progress=False) == second  # everything done: nothing written
+    assert {k: v for k, v in _mtimes(tmp_path / "out").items() if k in finished} == finished
+
+
+def test_export_complete_checks_stores_settings_and_files(teacher: str, tmp_path: Path) -> None:
+    refined = make_store(tmp_path / "stores", kind="refined", rgb=False)
+    config = ExportConfig(formats=["zarr", "ply"], out_dir=str(tmp_path / "out"))
+    export_video(refined, config, rgb_store_uri=teacher, progress=False)
+    assert export_complete(config, refined, teacher)
+    assert not export_complete(config, refined)  # made with the teacher store's colours
+    assert not export_complete(config.model_copy(update={"ply_every": 2}), refined, teacher)
+    (tmp_path / "out" / "clip" / "ply" / "000003.ply").unlink()
+    assert not export_complete(config, refined, teacher)
+    assert not export_complete(config, str(tmp_path / "stores" / "missing.refined.zarr"), teacher)
+
+
+def test_export_of_another_model_is_refused_and_replaced_with_overwrite(teacher: str, tmp_path: Path) -> None:
+    model_a = make_store(tmp_path / "a", kind="refined", rgb=False, config_hash="model-a")
+    model_b = make_store(
+        tmp_path / "b", kind="refined", rgb=False, config_hash="model-b", depth_fn=lambda t: ramp_depth(t) * 1.1
+    )
+    config = ExportConfig(formats=["npz", "ply"], out_dir=str(tmp_path / "out"))
+    export_video(model_a, config, rgb_store_uri=teacher, progress=False)
+    before = _mtimes(tmp_path / "out")
+    with pytest.raises(InputError, match="already exists; delete it or pass --overwrite") as err:
+        export_video(model_b, config, rgb_store_uri=teacher, progress=False)
+    assert str(tmp_path / "out" / "clip" / "npz") in str(err.value) and "\n" not in str(err.value)
+    assert _mtimes(tmp_path / "out") == before  # refused before any work
+    assert not export_complete(config, model_b, teacher)
+    out = export_video(model_b, config.model_copy(update={"overwrite": True}), rgb_store_uri=teacher, progress=False)
+    with np.load(out["npz"][0]) as z:
+        np.testing.assert_array_equal(z["depth"], stored(model_b)[:, :h, :w])
+    assert export_complete(config, model_b, teacher) and not export_complete(config, model_a, teacher)
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(teacher: str, tmp_path: Path) -> None:
+    video = tmp_path / "out" / "clip"
+    (video / ".npz.tmp-0123abcd").mkdir(parents=True)
+    (video / ".npz.tmp-0123abcd" / "depth.npz").write_bytes(b"half")
+    (video / ".exr.old-89abcdef").mkdir()
+    (video / "notes.txt").write_text("not ours: kept")
+    out = export_video(teacher, ExportConfig(formats=["npz"], out_dir=str(tmp_path / "out")), progress=False)
+    assert _leftovers(video) == ["notes.txt", "npz"] and Path(out["npz"][0]).is_file()
+
+
+_KILLED_EXPORT = """
+import sys, time
+from steadydepth.export import export_video, formats
+from steadydepth.export.config import ExportConfig
+
+real, calls = formats.encode_png16, []
+
+def stalls(*args, **kwargs):  # park mid-folder, a few frames in, until the test kills the process
+    calls.append(1)
+    if len(calls) > 3:
+        time.sleep(600)
+    return real(*args, **kwargs)
+
+formats.encode_png16 = stalls
+export_video(sys.argv[1], ExportConfig.model_validate_json(sys.argv[2]), progress=False)
+"""
+
+
+def _wait_for_partial_folder(proc: subprocess.Popen, video: Path, deadline_s: float = 300.0) -> Path:
+    """The png16 temporary once it holds some frames (the child is then parked inside the export)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        partial = [d for d in video.glob(".png16.tmp-*") if len(list(d.glob("*.png"))) >= 3]
+        if partial:
+            return partial[0]
+        if proc.poll() is not None:
+            pytest.fail(f"the export ended before it was killed: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    pytest.fail("no partial png16 folder appeared")
+
+
+def test_export_killed_with_sigkill_resumes_to_the_same_output(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "stores", num_frames=40, chunk_frames=8)
+    config = ExportConfig(formats=["npz", "png16", "ply"], out_dir=str(tmp_path / "out"), ply_every=4)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EXPORT, store, config.model_dump_json()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        partial = _wait_for_partial_folder(proc, tmp_path / "out" / "clip")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert partial.is_dir() and not (tmp_path / "out" / "clip" / "png16").exists()  # killed mid-folder
+    npz_done = _mtimes(tmp_path / "out" / "clip" / "npz")
+    assert npz_done  # finished before the kill
+
+    resumed = export_video(store, config, progress=False)  # same command, no overwrite
+    assert _mtimes(tmp_path / "out" / "clip" / "npz") == npz_done
+    clean = export_video(store, config.model_copy(update={"out_dir": str(tmp_path / "clean")}), progress=False)
+    assert _temporaries(tmp_path / "out") == [] and export_complete(config, store)
+    with np.load(resumed["npz"][0]) as got, np.load(clean["npz"][0]) as want:
+        assert sorted(got.files) == sorted(want.files)
+        for key in want.files:
+            np.testing.assert_array_equal(got[key], want[key])
+    for fmt in ("png16", "ply"):
+        assert [Path(p).name for p in resumed[fmt]] == [Path(p).name for p in clean[fmt]]
+        for got_path, want_path in zip(resumed[fmt], clean[fmt], strict=True):
+            assert Path(got_path).read_bytes() == Path(want_path).read_bytes(), got_path

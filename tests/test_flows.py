@@ -56,3 +56,52 @@ def test_ingest_on_a_local_dask_cluster_uses_several_worker_processes(tmp_path, 
     assert len(workers) >= 2, workers  # videos ran in parallel in different processes
     for r in summary["stores"]:
         assert xr.open_zarr(r["store_uri"]).depth.shape == (8, 48, 64)
+
+
+def test_flow_run_states_tell_the_truth(tmp_path, prefect_server):
+    """A run in which a video failed is red (naming it), all failed is red, nothing to do is green and says so."""
+    from flows.common import summary_of
+    from flows.ingest import ingest_flow
+    from steadydepth.synth.generate import generate_benchmark
+
+    cfg = load_config(overrides={"store.root": str(tmp_path / "stores"), "teacher.backend": "synthetic"})
+    cfg_json = cfg.model_dump(mode="json")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "notes.mp4").write_text("this is a text file named .mp4")
+    every_failed = ingest_flow([str(broken)], cfg_json, return_state=True)
+    assert every_failed.is_failed() and "1 of 1 failed (" in every_failed.message
+    assert "notes.mp4" in every_failed.message and summary_of(every_failed)["stores"] == []
+
+    mixed = tmp_path / "mixed"
+    generate_benchmark(mixed, n_videos=1, n_frames=4, size=(32, 48), seed=1)
+    (mixed / "notes.mp4").write_text("this is a text file named .mp4")
+    some_failed = ingest_flow([str(mixed)], cfg_json, return_state=True)
+    assert some_failed.is_failed() and "1 of 2 failed" in some_failed.message
+    kept = summary_of(some_failed)["stores"]  # the finished video's store is kept and reported
+    assert [r["name"] for r in kept] == ["00-vr-head"] and xr.open_zarr(kept[0]["store_uri"]).depth.shape[0] == 4
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = ingest_flow([str(empty)], cfg_json, return_state=True)
+    assert nothing.is_completed() and "nothing to do" in nothing.message
+
+
+def test_ingest_reports_progress_per_video_in_the_ui(tmp_path, prefect_server):
+    """Each video's task run has a progress artifact that ends at 100 % with the frames counted."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    from flows.ingest import run_ingest
+    from steadydepth.synth.generate import generate_benchmark
+
+    generate_benchmark(tmp_path / "videos", n_videos=1, n_frames=8, size=(32, 48), seed=4)
+    for path in (tmp_path / "videos").glob("00-vr-head*"):  # a name no other test's run has in this API
+        path.rename(path.with_name(path.name.replace("00-vr-head", "progress-check")))
+    cfg = load_config(overrides={"store.root": str(tmp_path / "stores"), "teacher.backend": "synthetic",
+                                 "store.chunk_frames": 4})
+    assert not run_ingest([str(tmp_path / "videos")], cfg)["failures"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    ours = [a for a in artifacts if (a.description or "").startswith("ingest progress-check")]
+    assert len(ours) == 1 and ours[0].data == 100.0 and ours[0].description.endswith("8/8")

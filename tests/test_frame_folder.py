@@ -95,6 +95,13 @@ def test_number_gaps_show_in_timestamps(tmp_path: Path) -> None:
     assert src.info.extra["first_frame_number"] == "5"
 
 
+def test_frames_carry_their_number_beside_their_position(tmp_path: Path) -> None:
+    folder = make_frame_folder(tmp_path / "gaps", num_frames=4, first_number=5, depth=False, pose=False)
+    (folder / "frame-000006.color.png").rename(folder / "frame-000009.color.png")  # numbers 5, 7, 8, 9
+    frames = list(open_frame_folder(folder, DecodeConfig(stride=2)).frames())
+    assert [(f.index, f.source_index, f.source_number) for f in frames] == [(0, 0, 5), (1, 2, 8)]
+
+
 def test_colour_only_folder(tmp_path: Path) -> None:
     folder = make_frame_folder(tmp_path / "rgb", num_frames=2, depth=False, pose=False, intrinsics=False, ext="jpg")
     src = open_frame_folder(folder, DecodeConfig())
@@ -199,8 +206,8 @@ def test_discover_glob_list_and_single(batch: Path) -> None:
 def test_discover_errors(tmp_path: Path, batch: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         discover_sources(tmp_path / "nowhere")
-    with pytest.raises(InputError, match="no videos"):
-        discover_sources(batch / "empty_dir")
+    # An existing folder without videos is an empty inbox: nothing to do, not an error (the flow says so).
+    assert discover_sources(batch / "empty_dir") == []
     with pytest.raises(InputError, match="no videos"):
         discover_sources(str(batch / "*.xyz"))
     with pytest.raises(InputError, match="neither a video"):

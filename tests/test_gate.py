@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from smoother.gate import evaluate_gate
-from steadydepth.config import EvaluateConfig
+from evaluation.config import EvaluateConfig
+from evaluation.gate import evaluate_gate
 
 TEACHER = {"absrel": 0.060, "delta1": 0.950, "tae": 2.0, "frame_change": 0.04}
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from steadydepth.config import load_config
 from steadydepth.errors import StoreError
-from storage.depth_store import DepthStore, list_stores
+from storage.depth_store import DepthStore
+from storage.naming import list_stores
 
 
 def _done_chunks(root) -> int:

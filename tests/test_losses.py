@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from smoother.config import LossConfig, SmootherConfig
 from smoother.losses import TERMS, charbonnier, motion_weights, previous_frames, smoother_losses
 from smoother.model import ResidualSmoother
-from steadydepth.config import LossConfig, SmootherConfig
 
 CFG = LossConfig(anchor_mean=False)  # the per-frame anchor; the mean anchor has its own tests below
 

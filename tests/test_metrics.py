@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from smoother.metrics import (
-    METRIC_KEYS,
+from evaluation.config import EvaluateConfig
+from evaluation.metrics import (
+    SUITE_METRICS,
     accuracy_metrics,
     evaluate_sequence,
     flow_warps,
@@ -22,8 +23,6 @@ from smoother.metrics import (
     static_mask_from_rgb,
     tae,
 )
-from smoother.metrics_temporal import DIS_MIN_SIZE, optical_flow
-from steadydepth.config import EvaluateConfig
 from steadydepth.errors import InputError
 
 CAPS = {"min_depth": 0.1, "max_depth": 10.0}
@@ -306,7 +305,7 @@ def test_evaluate_sequence_picks_available_metrics() -> None:
     out = evaluate_sequence(
         depth, gt=depth.copy(), K=K, poses=poses, rgb=rgb, static_mask=np.ones((H, W), bool), cfg=EvaluateConfig()
     )
-    assert set(out) == set(METRIC_KEYS)
+    assert set(out) == set(SUITE_METRICS)
     assert all(isinstance(v, float) for v in out.values())
     assert out["absrel"] == 0 and out["tae"] == 0 and out["static_flicker"] == 0 and out["frame_change"] == 0
 
@@ -315,17 +314,3 @@ def test_evaluate_sequence_picks_available_metrics() -> None:
     assert only_gt["absrel"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(InputError):
         evaluate_sequence(depth, gt=depth)  # no depth caps
-
-
-@pytest.mark.parametrize("size", [8, 32])
-def test_dis_flow_of_a_one_pixel_shift_also_on_images_under_dis_minimum(size: int) -> None:
-    """DIS refuses images under 12 px on both sides (training crops can be 8 px): those are upsampled first."""
-    rng = np.random.default_rng(0)
-    texture = cv2.GaussianBlur(rng.random((size, size + 12)).astype(np.float32), (0, 0), 1.2)
-    texture = ((texture - texture.min()) / (texture.max() - texture.min()) * 255).astype(np.uint8)
-    before, now = np.ascontiguousarray(texture[:, 5 : 5 + size]), np.ascontiguousarray(texture[:, 4 : 4 + size])
-    flow = optical_flow(now, before)  # now(p) = before(p − 1 in x): the flow to the frame before is −1 in x
-    assert flow.shape == (size, size, 2) and (size < DIS_MIN_SIZE) == (size == 8)
-    inner = flow[2:-2, 2:-2]
-    assert np.median(inner[..., 0]) == pytest.approx(-1.0, abs=0.1)
-    assert np.median(np.abs(inner[..., 1])) < 0.1

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from smoother.config import SmootherConfig
 from smoother.model import ResidualSmoother
-from steadydepth.config import SmootherConfig
 
 
 def _inputs(b=2, n=9, h=6, w=8, seed=0):

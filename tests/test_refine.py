@@ -10,14 +10,15 @@ import pytest
 import torch
 import zarr
 
+from smoother.config import SmootherConfig
 from smoother.grid import downsample_confidence, downsample_depth, downsample_rgb, model_grid_size
 from smoother.model import ResidualSmoother
-from smoother.refine import _Block, _prefetch, refine_store
+from smoother.refine import _Block, _prefetch, model_hash, refine_store
 from smoother.temporal_filter import gated_recursion, grid_flows, memory_flows
 from smoother.upsample import guided_upsample, upsample_bilinear
-from steadydepth.config import SmootherConfig
 from steadydepth.errors import StoreError
-from storage.depth_store import DepthStore, store_uri
+from storage.depth_store import DepthStore
+from storage.naming import store_uri
 
 N, H, W, CHUNK = 20, 24, 40, 4
 TEACHER_ATTRS = {"source": "synthetic", "source_hash": "src123", "config_hash": "teach456", "kind": "teacher"}
@@ -101,9 +102,10 @@ def _tree_digest(path: str) -> dict[str, str]:
 
 def test_untrained_model_reproduces_the_teacher_exactly(teacher, tmp_path):
     uri, frames = teacher
-    result = refine_store(uri, None, _model(seed=None))  # None: next to the teacher store
+    model = _model(seed=None)
+    result = refine_store(uri, None, model)  # None: next to the teacher store, named by the model
     out_uri = result.uri
-    assert out_uri == store_uri(str(Path(uri).parent), "clip", kind="refined")
+    assert out_uri == store_uri(str(Path(uri).parent), "clip", kind="refined", model_id=model_hash(model))
     refined = DepthStore.open(out_uri)
     assert refined.is_complete and result.chunks_written == N // CHUNK and result.chunks_skipped == 0
     assert set(refined.variables) == {"depth", "K", "timestamp", "frame_index", "confidence", "gt_depth", "pose"}

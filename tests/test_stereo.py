@@ -10,6 +10,7 @@ from test_export import PAD, H, T, make_store, read_video
 
 from steadydepth.errors import InputError
 from steadydepth.export import export_stereo_video, export_video, render_stereo
+from steadydepth.export.config import ExportConfig
 from steadydepth.export.stereo import forward_warp
 
 K = np.array([[100.0, 0.0, 31.5], [0.0, 100.0, 23.5], [0.0, 0.0, 1.0]])
@@ -75,5 +76,6 @@ def test_export_stereo_video_side_by_side(tmp_path: Path) -> None:
         export_stereo_video(refined, out, teacher, progress=False)
     with pytest.raises(InputError, match="no RGB"):
         export_stereo_video(refined, tmp_path / "other.mp4", progress=False)
-    got = export_video(refined, tmp_path / "out", formats=["stereo"], rgb_store_uri=teacher, progress=False)
+    config = ExportConfig(formats=["stereo"], out_dir=str(tmp_path / "out"))
+    got = export_video(refined, config, rgb_store_uri=teacher, progress=False)
     assert got["stereo"] == [str(tmp_path / "out" / "clip" / "stereo" / "stereo_sbs.mp4")]

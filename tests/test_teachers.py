@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import types
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import OpenEXR
 import pytest
 import torch
+from fake_unidepth import FakeUniDepth, install_fake_unidepth
 from torch import nn
 
 from steadydepth.config import TeacherConfig
@@ -56,41 +57,6 @@ def known_K(b: int, f: float = 20.0) -> torch.Tensor:
 
 
 # -- UniDepth wrapper against a fake model ----------------------------------------------------------
-
-
-class FakeUniDepth(nn.Module):
-    """Mimics UniDepthV2.infer: 0–255 input, K rescaled in place, predicted K in out['intrinsics']."""
-
-    PRED_F = 7.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gain = nn.Parameter(torch.tensor(1.0))
-        self.calls: list[dict] = []
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def infer(self, rgb: torch.Tensor, camera: torch.Tensor | None = None, normalize: bool = True) -> dict:
-        b, _, h, w = rgb.shape
-        self.calls.append(
-            {
-                "dtype": rgb.dtype,
-                "max": float(rgb.max()),
-                "batch": b,
-                "resolution_level": getattr(self, "resolution_level", None),
-                "inference_mode": torch.is_inference_mode_enabled(),
-            }
-        )
-        pred = torch.tensor([[self.PRED_F, 0, w / 2], [0, self.PRED_F, h / 2], [0, 0, 1.0]]).expand(b, 3, 3).clone()
-        K = camera if camera is not None else pred
-        # Depth depends on the K used for the rays, so a drifting K shows up as drifting depth.
-        depth = (rgb.float().mean(1, keepdim=True) / 255 + 1) * (K[:, 0, 0] / 10).view(b, 1, 1, 1) * self.gain
-        if camera is not None:
-            camera[:, :2] *= 0.5  # gotcha 1: the real model resizes the caller's K in place
-        log_err = rgb[:, :1].float() / 255 * 3  # predicted abs error in metres, 0..3
-        return {"depth": depth, "intrinsics": pred, "confidence": torch.exp(log_err), "points": None}
 
 
 def fake_teacher(**cfg_kw) -> tuple[UniDepthTeacher, FakeUniDepth]:
@@ -184,25 +150,8 @@ def test_unidepth_missing_package_names_install_command(monkeypatch: pytest.Monk
         build_teacher(TeacherConfig(backend="unidepth", device="cpu"))
 
 
-def _fake_unidepth_package(monkeypatch: pytest.MonkeyPatch, from_pretrained) -> list[str]:
-    seen: list[str] = []
-
-    class UniDepthV2:
-        @classmethod
-        def from_pretrained(cls, source: str) -> nn.Module:
-            seen.append(source)
-            return from_pretrained(source)
-
-    pkg, models = types.ModuleType("unidepth"), types.ModuleType("unidepth.models")
-    models.UniDepthV2 = UniDepthV2
-    pkg.models = models
-    monkeypatch.setitem(sys.modules, "unidepth", pkg)
-    monkeypatch.setitem(sys.modules, "unidepth.models", models)
-    return seen
-
-
 def test_unidepth_loads_from_local_dir(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    seen = _fake_unidepth_package(monkeypatch, lambda _src: FakeUniDepth())
+    seen = install_fake_unidepth(monkeypatch, lambda _src: FakeUniDepth())
     teacher = build_teacher(TeacherConfig(backend="unidepth", model=str(tmp_path), device="cpu"))
     assert isinstance(teacher, UniDepthTeacher) and seen == [str(tmp_path)]
     assert teacher.id == f"unidepth:{tmp_path}" and str(tmp_path) in teacher.version
@@ -212,7 +161,7 @@ def test_unidepth_unloadable_weights_is_one_line(monkeypatch: pytest.MonkeyPatch
     def fail(_src: str) -> nn.Module:
         raise OSError("We couldn't connect to the hub.\nCheck your connection.")
 
-    _fake_unidepth_package(monkeypatch, fail)
+    install_fake_unidepth(monkeypatch, fail)
     with pytest.raises(TeacherUnavailableError) as info:
         UniDepthTeacher(TeacherConfig(model="lpiccinelli/unidepth-v2-vits14", device="cpu"))
     msg = str(info.value)
@@ -294,15 +243,63 @@ def test_precomputed_without_K_uses_batch_K_then_default(tmp_path, caplog: pytes
     assert teacher.estimate_intrinsics(make_batch([0], info=make_info(num_frames=2))) is None
 
 
-def test_precomputed_count_mismatch_is_an_error(tmp_path) -> None:
+def _batch_of_source(frames: list[int], *, numbers: list[int] | None = None, source_frames: int = 10) -> FrameBatch:
+    """Kept frames 0, 1, ... taken from source frames `frames` (as a stride / fps / max_frames decode gives)."""
+    info = replace(make_info(num_frames=len(frames)), extra={"source_frames": str(source_frames)})
+    batch = make_batch(list(range(len(frames))), info=info)
+    return replace(batch, source_indices=list(frames), source_numbers=numbers)
+
+
+def _npy_folder(tmp_path, names: list[str]) -> np.ndarray:
     folder = tmp_path / "clip"
     folder.mkdir()
-    for i, d in enumerate(_depth_maps(3)):
-        np.save(folder / f"{i}.npy", d)
+    depth = _depth_maps(len(names))
+    for name, d in zip(names, depth, strict=True):
+        np.save(folder / name, d)
+    return depth
+
+
+def test_precomputed_files_follow_source_frames_by_number(tmp_path) -> None:
+    depth = _npy_folder(tmp_path, [f"depth_{i:06d}.npy" for i in range(10)])
+    out = _precomputed(tmp_path).predict(_batch_of_source([0, 3, 6, 9]))  # decode.stride=3
+    assert torch.equal(out.depth[:, 0], torch.from_numpy(depth[[0, 3, 6, 9]]))
+
+
+def test_precomputed_frame_folder_numbers_match_file_numbers(tmp_path) -> None:
+    depth = _npy_folder(tmp_path, [f"depth_{150 + i:06d}.npy" for i in range(6)])
+    # A frame folder starting at frame-000150 with depth for frames 150..155 only, decoded with stride 2.
+    batch = _batch_of_source([0, 2, 4], numbers=[150, 152, 154], source_frames=50)
+    out = _precomputed(tmp_path).predict(batch)
+    assert torch.equal(out.depth[:, 0], torch.from_numpy(depth[[0, 2, 4]]))
+
+
+@pytest.mark.parametrize("names", [[f"d{c}.npy" for c in "abcdefghij"], [f"{i:04d}.npy" for i in range(1, 11)]])
+def test_precomputed_by_position_without_numbers_or_when_numbered_from_one(tmp_path, names: list[str]) -> None:
+    depth = _npy_folder(tmp_path, names)
+    K = np.stack([known_K(1, f=10.0 + i)[0].numpy() for i in range(10)])
+    np.save(tmp_path / "clip" / "K.npy", K)  # one K per file, in the files' order
+    teacher = _precomputed(tmp_path)
+    out = teacher.predict(_batch_of_source([1, 5, 9]))
+    assert torch.equal(out.depth[:, 0], torch.from_numpy(depth[[1, 5, 9]]))
+    assert torch.equal(out.K, torch.from_numpy(K[[1, 5, 9]]))
+
+
+def test_precomputed_missing_file_for_a_kept_frame_is_named(tmp_path) -> None:
+    _npy_folder(tmp_path, [f"depth_{i:06d}.npy" for i in range(3)])
+    teacher = _precomputed(tmp_path)
+    teacher.predict(_batch_of_source([0, 2]))  # present: fine
     with pytest.raises(TeacherOutputError) as info:
-        _precomputed(tmp_path).predict(make_batch([0], info=make_info(num_frames=5)))
+        teacher.predict(_batch_of_source([0, 4]))
     msg = str(info.value)
-    assert str(folder) in msg and "3 depth files" in msg and "5 frames" in msg
+    assert "source frame 4 of video clip" in msg and "numbered 0..2" in msg and "decode.stride" in msg
+    assert str(tmp_path / "clip") in msg and "\n" not in msg
+
+
+def test_precomputed_K_npy_must_have_one_K_per_file(tmp_path) -> None:
+    _npy_folder(tmp_path, [f"{i}.npy" for i in range(3)])
+    np.save(tmp_path / "clip" / "K.npy", np.stack([np.eye(3, dtype=np.float32)] * 2))
+    with pytest.raises(TeacherOutputError, match=r"expected \(3, 3, 3\): one K per depth file"):
+        _precomputed(tmp_path).predict(_batch_of_source([0]))
 
 
 def test_precomputed_missing_dirs_and_size_mismatch(tmp_path) -> None:
@@ -317,16 +314,15 @@ def test_precomputed_missing_dirs_and_size_mismatch(tmp_path) -> None:
         _precomputed(tmp_path).predict(make_batch([0], info=make_info(num_frames=1)))
 
 
-def test_precomputed_nan_and_zero_fail_in_validate_output(tmp_path) -> None:
+def test_precomputed_passes_nan_and_zero_through_to_ingest(tmp_path) -> None:
     depth = _depth_maps(3)
     depth[2, 4, 5] = np.nan
     folder = tmp_path / "clip"
     folder.mkdir()
     for i, d in enumerate(depth):
         np.save(folder / f"{i}.npy", d)
-    teacher = _precomputed(tmp_path)
-    with pytest.raises(TeacherOutputError, match=r"NaN/inf depth at 1 pixels of frame 2 of video clip"):
-        predict_with_backoff(teacher, make_batch([0, 1, 2], info=make_info(num_frames=3)))
+    out = predict_with_backoff(_precomputed(tmp_path), make_batch([0, 1, 2], info=make_info(num_frames=3)))
+    assert bool(torch.isnan(out.depth[2, 0, 4, 5])) and int(torch.isnan(out.depth).sum()) == 1
 
     png_root = tmp_path / "png"
     (png_root / "clip").mkdir(parents=True)
@@ -336,8 +332,17 @@ def test_precomputed_nan_and_zero_fail_in_validate_output(tmp_path) -> None:
         cv2.imwrite(str(png_root / "clip" / f"{i}.png"), raw)
     teacher = _precomputed(png_root)
     batch = make_batch([0, 1], info=make_info(num_frames=2))
-    with pytest.raises(TeacherOutputError, match=r"zero or negative depth at 1 pixels of frame 1"):
-        validate_output(teacher.predict(batch), batch, teacher.id)
+    out = validate_output(teacher.predict(batch), batch, teacher.id)
+    assert float(out.depth[1, 0, 0, 0]) == 0.0
+
+
+def test_validate_output_rejects_wrong_shapes() -> None:
+    batch = make_batch([0, 1])
+    bad = TeacherOutput(depth=torch.ones(2, 1, H, W + 1), K=known_K(2))
+    with pytest.raises(TeacherOutputError, match=r"depth of shape \(2, 1, 12, 17\) for video clip"):
+        validate_output(bad, batch, "t")
+    with pytest.raises(TeacherOutputError, match="K of shape"):
+        validate_output(TeacherOutput(depth=torch.ones(2, 1, H, W), K=known_K(1)), batch, "t")
 
 
 # -- OOM back-off ------------------------------------------------------------------------------------

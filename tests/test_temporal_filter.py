@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from smoother.config import SmootherConfig
 from smoother.model import ResidualSmoother
-from smoother.temporal_filter import detail_band, gated_recursion, warp_backward
-from steadydepth.config import SmootherConfig
+from smoother.temporal_filter import apply_filter, detail_band, gated_recursion
 
 
 def test_detail_band_of_smooth_depth_is_small_and_of_noise_is_the_noise():
@@ -94,17 +94,6 @@ def test_reset_shuts_the_gate_where_the_value_jumps():
     assert torch.equal(z, x)  # k = 0 stays the identity
 
 
-def test_warp_backward_samples_along_the_flow_and_repeats_the_border():
-    y = torch.arange(20.0).reshape(1, 4, 5)  # value = 5 · row + col
-    flow = torch.zeros(1, 4, 5, 2)
-    flow[..., 0], flow[..., 1] = 1.0, 0.5  # sample one pixel right, half a pixel down
-    out = warp_backward(y, flow)[0]
-    rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(5.0), indexing="ij")
-    inside = (rows <= 2) & (cols <= 3)
-    assert torch.allclose(out[inside], (5 * (rows + 0.5) + cols + 1)[inside])
-    assert torch.allclose(out[:3, 4], 5 * (rows[:3, 4] + 0.5) + 4)  # past the right edge: the edge column
-
-
 def test_motion_compensated_recursion_holds_a_moving_pattern_in_place():
     # content moving one pixel left per frame: x_t(c) = P(c + t), so the flow from t to t−1 is +1 in x
     n, h, w = 5, 3, 16
@@ -119,3 +108,22 @@ def test_motion_compensated_recursion_holds_a_moving_pattern_in_place():
     assert torch.allclose(held[..., inside], x[..., inside], atol=1e-5)  # the memory followed the motion
     assert (lagging[0, -1] - x[0, -1]).abs()[:, inside].min() > 0.05  # without flow it stays at frame 0
 
+
+
+def test_apply_filter_modes():
+    g = torch.Generator().manual_seed(4)
+    log_d, residual = torch.randn(2, 6, 1, 3, 4, generator=g), 0.1 * torch.randn(2, 6, 1, 3, 4, generator=g)
+    keep, detail = torch.rand(2, 6, 1, 3, 4, generator=g), 0.01 * torch.randn(2, 6, 1, 3, 4, generator=g)
+    prev = torch.randn(2, 3, 4, generator=g)
+    assert apply_filter("off", log_d, residual, keep, prev) == (residual, prev)  # passed through, memory kept
+    # full: the corrected log-depth is filtered, and the correction is its change from log_d
+    out, last = apply_filter("full", log_d, residual, keep, prev, reset=0.5)
+    filtered, want_last = gated_recursion((log_d + residual)[:, :, 0], keep[:, :, 0], prev, 0.5)
+    torch.testing.assert_close(out, filtered[:, :, None] - log_d)
+    assert torch.equal(last, want_last) and out.shape == residual.shape
+    # detail: only the band is filtered; its change joins the residual
+    out, _ = apply_filter("detail", log_d, residual, keep, None, detail=detail)
+    filtered, _ = gated_recursion(detail[:, :, 0], keep[:, :, 0])
+    torch.testing.assert_close(out, residual + filtered[:, :, None] - detail)
+    out, _ = apply_filter("full", log_d, residual, torch.zeros_like(keep))
+    torch.testing.assert_close(out, residual)  # k = 0: the model's correction unchanged

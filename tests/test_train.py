@@ -10,11 +10,12 @@ from scipy.ndimage import gaussian_filter
 from test_dataset import make_teacher_store
 
 from smoother.checkpoint import load_checkpoint, save_checkpoint
+from smoother.config import LossConfig, SmootherConfig, TrainConfig
 from smoother.dataset import Batch, TeacherWindows, WindowSampler
 from smoother.model import ResidualSmoother
 from smoother.temporal_filter import gated_recursion, grid_flows
 from smoother.train import TRAIN_VERSION, _forward, load_smoother, lr_lambda, param_groups, train
-from steadydepth.config import Config, LossConfig, SmootherConfig, TrainConfig
+from steadydepth.config import Config
 from steadydepth.errors import InputError
 
 TINY = SmootherConfig(d_model=16, n_layers=1, headdim=8, chunk_size=4, depth_long_edge=16)  # grid 10×16

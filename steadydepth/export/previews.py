@@ -107,6 +107,28 @@ def _plot_trace(path: Path, name: str, pixel: tuple[int, int], traces: dict[str,
     fig.savefig(path, bbox_inches="tight")
 
 
+def open_preview_sources(
+    teacher_store_uri: str, refined_store_uri: str | None, storage_options: Mapping[str, Any] | None = None
+) -> tuple[ExportSource, ExportSource | None]:
+    """The teacher and (optional) refined store of a preview, checked to cover the same frames."""
+    teacher = ExportSource(teacher_store_uri, storage_options=storage_options)
+    refined = ExportSource(refined_store_uri, storage_options=storage_options) if refined_store_uri else None
+    if refined is not None and (refined.num_frames, refined.size) != (teacher.num_frames, teacher.size):
+        raise InputError(
+            f"refined store {refined_store_uri} ({refined.num_frames} frames of {refined.size}) does not match "
+            f"teacher store {teacher_store_uri} ({teacher.num_frames} frames of {teacher.size})"
+        )
+    return teacher, refined
+
+
+def _trace_pixel(teacher: ExportSource, pixel: tuple[int, int] | None) -> tuple[int, int]:
+    h, w = teacher.size
+    y, x = pixel if pixel is not None else (h // 2, w // 2)
+    if not (0 <= y < h and 0 <= x < w):
+        raise InputError(f"preview pixel (y={y}, x={x}) is outside the {h}x{w} frame; pick one inside")
+    return y, x
+
+
 def export_previews(
     teacher_store_uri: str,
     refined_store_uri: str | None,
@@ -127,19 +149,37 @@ def export_previews(
     (y, x) whose depth over time is plotted (default the centre). RGB comes from the teacher store (grey when
     it has none); GT depth is plotted when the teacher store has it.
     """
-    teacher = ExportSource(teacher_store_uri, storage_options=storage_options)
-    refined = ExportSource(refined_store_uri, storage_options=storage_options) if refined_store_uri else None
-    if refined is not None and (refined.num_frames, refined.size) != (teacher.num_frames, teacher.size):
-        raise InputError(
-            f"refined store {refined_store_uri} ({refined.num_frames} frames of {refined.size}) does not match "
-            f"teacher store {teacher_store_uri} ({teacher.num_frames} frames of {teacher.size})"
-        )
+    teacher, refined = open_preview_sources(teacher_store_uri, refined_store_uri, storage_options)
     folder = inside(out_dir, video_name or teacher.name, "preview")
     refuse_existing([folder], overwrite)
-    h, w = teacher.size
-    y, x = pixel if pixel is not None else (h // 2, w // 2)
-    if not (0 <= y < h and 0 <= x < w):
-        raise InputError(f"preview pixel (y={y}, x={x}) is outside the {h}x{w} frame; pick one inside")
+    _trace_pixel(teacher, pixel)
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        write_previews(
+            teacher,
+            refined,
+            tmp,
+            cmap=cmap,
+            grid_frames=grid_frames,
+            pixel=pixel,
+            max_width=max_width,
+            progress=progress,
+        )
+    return {name.split(".")[0]: str(folder / name) for name in PREVIEW_FILES}
+
+
+def write_previews(
+    teacher: ExportSource,
+    refined: ExportSource | None,
+    folder: Path,
+    *,
+    cmap: str = "turbo",
+    grid_frames: int = 6,
+    pixel: tuple[int, int] | None = None,
+    max_width: int = 3840,
+    progress: bool = True,
+) -> list[Path]:
+    """Fill an (empty) folder with the PREVIEW_FILES of `export_previews`; returns their paths."""
+    y, x = _trace_pixel(teacher, pixel)
     colours = fixed_scale(teacher, cmap=cmap)
     sampled = _sample_positions(teacher.num_frames, grid_frames)
     has_gt = "gt_depth" in teacher.depth.variables
@@ -171,11 +211,11 @@ def export_previews(
                 grid_rows.append((tf, [(n, _shrink(p, 480)) for n, p in panels + extra]))
             yield _even(np.concatenate([_label(p, n) for n, p in panels], axis=1), max_width)
 
-    with atomic_dir(folder, overwrite=overwrite) as tmp:
-        write_video(tmp / PREVIEW_FILES[0], composites(), teacher.fps)
-        _plot_grid(tmp / PREVIEW_FILES[1], grid_rows, colours)
-        _plot_trace(tmp / PREVIEW_FILES[2], teacher.name, (y, x), traces, times)
-    return {name.split(".")[0]: str(folder / name) for name in PREVIEW_FILES}
+    paths = [folder / name for name in PREVIEW_FILES]
+    write_video(paths[0], composites(), teacher.fps)
+    _plot_grid(paths[1], grid_rows, colours)
+    _plot_trace(paths[2], teacher.name, (y, x), traces, times)
+    return paths
 
 
 def _shrink(image: np.ndarray, long_edge: int) -> np.ndarray:

@@ -3,30 +3,21 @@
 Every export appears all at once or not at all: files are written under a temporary name in the same
 folder and `os.replace`d into place; folders of frames are filled under a temporary name and renamed.
 A failure mid-way removes the temporary and leaves any previous export untouched. Existing exports are
-refused unless `overwrite=True`, and names derived from videos cannot leave the output folder.
+refused unless `overwrite=True`, and names derived from videos cannot leave the output folder. A process
+killed mid-way leaves its hidden temporaries behind; `remove_stale_temporaries` clears them before a rerun.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from steadydepth.errors import InputError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a video name: no separators, no leading dots (so no '..', not hidden)."""
-    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")
-    if not cleaned.strip("_"):
-        raise InputError(f"video name {name!r} has no usable characters for an export folder; pass another name")
-    return cleaned
+from storage.naming import safe_name
 
 
 def inside(root: str | Path, *parts: str) -> Path:
@@ -47,10 +38,26 @@ def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
             raise InputError(f"export {path} already exists; delete it or pass --overwrite to replace it")
 
 
+_TEMP_TAGS = ("tmp", "old")  # being written / moved aside while being replaced
+_TEMP_ID = "[0-9a-f]" * 8  # glob of the unique part of a temporary's name
+
+
 def _temp_sibling(path: Path, tag: str) -> Path:
     # Same folder (so the rename stays on one filesystem), hidden, unique, and keeping the suffix so writers
     # that pick a format from the extension (cv2, PyAV) still do the right thing.
     return path.with_name(f".{path.stem}.{tag}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of `path` (`.<name>.tmp-*`, `.<name>.old-*`) that a killed writer left next to it;
+    returns what was removed. Only safe while no other process is writing `path`."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [p for tag in _TEMP_TAGS for p in path.parent.glob(f".{path.stem}.{tag}-{_TEMP_ID}{path.suffix}")]
+    for p in stale:
+        _remove(p)
+    return stale
 
 
 def _remove(path: Path) -> None:

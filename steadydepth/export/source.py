@@ -7,7 +7,6 @@ agree with the source video.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from steadydepth.errors import InputError
 from storage.depth_store import DepthStore
+from storage.naming import video_name
 
 
 @dataclass
@@ -29,12 +29,6 @@ class ExportFrame:
     K: np.ndarray  # (3, 3) float64
     rgb: np.ndarray | None  # (H, W, 3) uint8
     gt_depth: np.ndarray | None = None  # (H, W) float32 metres, NaN = invalid; only when asked for and stored
-
-
-def video_name_of(uri: str) -> str:
-    """Video name of a store URI: `.../<name>.teacher.zarr` -> `<name>`."""
-    leaf = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"(\.(teacher|refined))?\.zarr$", "", leaf)
 
 
 class ExportSource:
@@ -73,7 +67,7 @@ class ExportSource:
 
     @property
     def name(self) -> str:
-        return video_name_of(self.depth.uri)
+        return video_name(self.depth.uri)
 
     @property
     def num_frames(self) -> int:

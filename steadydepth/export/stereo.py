@@ -106,6 +106,12 @@ def render_stereo(
     return views[0], views[1]
 
 
+def require_rgb(source: ExportSource) -> None:
+    """InputError unless the source has colours to warp (checked before any stereo work starts)."""
+    if not source.has_rgb:
+        raise InputError(f"store {source.depth.uri} has no RGB; pass the teacher store as rgb_store_uri for stereo")
+
+
 def export_stereo_video(
     depth_store_uri: str,
     out_path: str | Path,
@@ -122,8 +128,7 @@ def export_stereo_video(
     Depth from `depth_store_uri` (refined or teacher), RGB from it or from `rgb_store_uri` (the teacher store).
     """
     source = ExportSource(depth_store_uri, rgb_store_uri, storage_options=storage_options)
-    if not source.has_rgb:
-        raise InputError(f"store {depth_store_uri} has no RGB; pass the teacher store as rgb_store_uri for stereo")
+    require_rgb(source)
     out_path = Path(out_path)
 
     def pairs() -> Iterator[np.ndarray]:

@@ -2,7 +2,7 @@
 on a real RGB-D clip (7-Scenes). `python -m steadydepth.synth.calibrate` prints the tables in
 docs/synthetic-benchmark.md.
 
-Metrics follow the project's metric notes (metrics-and-anchors.md): valid = finite GT in (1e-3, 10) m, no alignment
+Metrics: valid = finite GT in (1e-3, 10) m, no alignment
 (the teacher is metric); AbsRel and δ1 per frame, then averaged over frames.
 """
 
@@ -78,7 +78,7 @@ def evaluate(gt: np.ndarray, pred: np.ndarray, conf: np.ndarray) -> dict[str, fl
 
 
 def static_flicker(depth: np.ndarray, mask: np.ndarray) -> float:
-    """Mean over `mask` pixels of temporal std / temporal mean (the notes' static-flicker metric)."""
+    """Mean over `mask` pixels of temporal std / temporal mean (per pixel, then averaged over the pixels)."""
     d = depth[:, mask].astype(np.float64)
     return float(np.mean(d.std(axis=0) / d.mean(axis=0)))
 

@@ -18,10 +18,12 @@ class FrameBatch:
 
     video: VideoInfo
     indices: Sequence[int]  # positions in the yielded sequence
-    source_indices: Sequence[int]  # frame numbers in the source
+    source_indices: Sequence[int]  # positions in the source (before stride / fps selection): 0, 1, 2, ...
     rgb: torch.Tensor  # (B, 3, H, W) uint8
     K: torch.Tensor | None = None  # (B, 3, 3) float32 known intrinsics, or None
     gt_depth: torch.Tensor | None = None  # (B, 1, H, W) float32 metres, NaN invalid (only if the source has it)
+    # Frame numbers as the source names its frames (a frame folder's frame-NNNNNN); None: the source_indices.
+    source_numbers: Sequence[int] | None = None
 
 
 @dataclass
@@ -50,22 +52,19 @@ class Teacher(ABC):
 
 
 def validate_output(out: TeacherOutput, batch: FrameBatch, teacher_id: str) -> TeacherOutput:
-    """Check shapes and values; raise TeacherOutputError naming the video and frame on bad depth."""
+    """Check the output's shapes; raise TeacherOutputError naming the video when they do not fit the batch.
+
+    Bad depth values (NaN/inf, zero or negative) are not an error here: ingest repairs and records them for
+    every backend (`steadydepth.teachers.invalid`).
+    """
     b = len(batch.indices)
     h, w = batch.rgb.shape[-2:]
-    if tuple(out.depth.shape) != (b, 1, h, w):
-        raise TeacherOutputError(
-            f"teacher {teacher_id} returned depth of shape {tuple(out.depth.shape)} for video "
-            f"{batch.video.name}, expected {(b, 1, h, w)}; check the teacher backend"
-        )
-    bad = ~torch.isfinite(out.depth) | (out.depth <= 0)
-    if bool(bad.any()):
-        frame_pos = int(bad.flatten(1).any(dim=1).nonzero()[0, 0])
-        frame = batch.indices[frame_pos]
-        n_bad = int(bad[frame_pos].sum())
-        kind = "NaN/inf" if bool((~torch.isfinite(out.depth[frame_pos])).any()) else "zero or negative"
-        raise TeacherOutputError(
-            f"teacher {teacher_id} returned {kind} depth at {n_bad} pixels of frame {frame} of video "
-            f"{batch.video.name}; check that video's input (or precomputed depth) — stores already written stay valid"
-        )
+    expected = {"depth": (b, 1, h, w), "K": (b, 3, 3), "confidence": (b, 1, h, w)}
+    for name, shape in expected.items():
+        value = getattr(out, name)
+        if value is not None and tuple(value.shape) != shape:
+            raise TeacherOutputError(
+                f"teacher {teacher_id} returned {name} of shape {tuple(value.shape)} for video "
+                f"{batch.video.name}, expected {shape}; check the teacher backend"
+            )
     return out

@@ -41,6 +41,7 @@ def slice_batch(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
         rgb=batch.rgb[start:stop],
         K=batch.K[start:stop] if batch.K is not None else None,
         gt_depth=batch.gt_depth[start:stop] if batch.gt_depth is not None else None,
+        source_numbers=list(batch.source_numbers[start:stop]) if batch.source_numbers is not None else None,
     )
 
 
@@ -66,7 +67,8 @@ def predict_with_backoff(
 
     Sub-batches that already succeeded are kept, so an OOM costs only the failed sub-batch. The size
     that worked is left in `sizer` for the next call. At `min_batch` (default 1) an OOM raises
-    TeacherOutOfMemoryError naming the video and frame. The result passes through validate_output.
+    TeacherOutOfMemoryError naming the video and frame. The result passes through validate_output
+    (shapes only: bad depth values are ingest's to repair).
     """
     n = len(batch.indices)
     sizer = sizer if sizer is not None else BatchSizer(max(n, 1))

@@ -1,20 +1,28 @@
-"""A teacher that reads depth someone already computed, one file per frame.
+"""A teacher that reads depth someone already computed, one file per source frame.
 
-Layout: `<precomputed_dir>/<video name>/` holds one depth file per *yielded* frame (after stride,
-fps resampling and max_frames), matched by order: files are sorted by name (natural order, so
-`f2` < `f10`; zero-padded names sort the same either way) and the i-th file is frame i.
+Layout: `<precomputed_dir>/<video name>/` holds one depth file per frame of the *source* (every frame of
+the video or frame folder, before stride, fps resampling and max_frames), so the same files serve any
+frame selection: the decode picks the frames and the teacher reads the matching files.
+
+Matching: a file belongs to the source frame whose number is the last number in its name, e.g.
+`depth_000123.png` is source frame 123 (video frames count from 0; a frame folder's frames by their
+`frame-NNNNNN` numbers). Files without distinct numbers in their names are matched by position instead: the
+i-th file in natural name order (`f2` < `f10`) is the i-th source frame; so are numbered files that hold
+exactly one file per source frame but number them from elsewhere (ffmpeg's `%06d` starts at 1). A kept
+frame without a file is an error naming it.
 
 - `.npy`: float metres, (H, W) or (1, H, W).
 - `.png`: 16-bit, depth = value / teacher.png_scale; 0 means invalid.
 - `.exr`: float, channel Z (else Y, R, depth or the only channel), read with the OpenEXR package.
 
 Optional intrinsics in the same folder: `K.txt` or `intrinsics.txt` (one 3×3 matrix for every frame)
-or `K.npy` ((T, 3, 3), one per frame). Without them the batch's K (known intrinsics) is used, and
-failing that a 60° horizontal field of view with a warning.
+or `K.npy` ((N, 3, 3): one per depth file, in the files' order, so it follows the same matching). Without
+them the batch's K (known intrinsics) is used, and failing that a 60° horizontal field of view with a warning.
 
 Depth must have exactly the size of the decoded frames: a mismatch is an error rather than a
 resize, because decoding may pad or resize and a silent resample would misalign depth and RGB.
-Invalid pixels (0, NaN) are passed through untouched so validate_output rejects them by frame.
+Invalid pixels (0, NaN) are passed through untouched: ingest repairs and records them
+(`steadydepth.teachers.invalid`).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import torch
 from steadydepth.config import TeacherConfig
 from steadydepth.errors import ConfigError, TeacherOutputError, TeacherUnavailableError
 from steadydepth.teachers.base import FrameBatch, Teacher, TeacherOutput
+from steadydepth.video.types import VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +102,59 @@ def _read_exr(path: Path) -> np.ndarray:
     )
 
 
+def frame_number(path: Path) -> int | None:
+    """The last number in a file's name without its suffix (`depth_000123.png` -> 123), or None."""
+    found = re.findall(r"\d+", path.name[: -len(path.suffix)] if path.suffix else path.name)
+    return int(found[-1]) if found else None
+
+
+def _read_K(folder: Path, num_files: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(shared K, per-file K) from the folder's K files; both None when it has none."""
+    per_file = folder / _K_PER_FRAME
+    if per_file.is_file():
+        K = np.load(per_file, allow_pickle=False).astype(np.float32)
+        if K.shape != (num_files, 3, 3):
+            raise TeacherOutputError(
+                f"{per_file} has shape {K.shape}, expected ({num_files}, 3, 3): one K per depth file, in the "
+                "files' order"
+            )
+        return None, K
+    for fname in _K_FILES:
+        if (folder / fname).is_file():
+            K = np.loadtxt(folder / fname, dtype=np.float32).reshape(-1)
+            if K.size != 9:
+                raise TeacherOutputError(f"{folder / fname} must hold a 3×3 matrix, found {K.size} values")
+            return K.reshape(3, 3), None
+    return None, None
+
+
 @dataclass
 class _VideoDepth:
     folder: Path
-    files: list[Path]
+    files: list[Path]  # natural name order
     fmt_of: dict[Path, str]
+    by_number: dict[int, int] | None  # source frame number -> file position; None: matched by position
     K_shared: np.ndarray | None  # (3, 3)
-    K_per_frame: np.ndarray | None  # (T, 3, 3)
+    K_per_file: np.ndarray | None  # (len(files), 3, 3)
+    warned_fov: bool = False  # the default-K warning is given once per video, not per batch
+
+
+def _match_by_number(files: list[Path], info: VideoInfo) -> dict[int, int] | None:
+    """number -> file position when the names carry distinct frame numbers that fit the source, else None."""
+    numbers = [frame_number(p) for p in files]
+    if None in numbers or len(set(numbers)) != len(numbers):
+        return None
+    source_frames = int(info.extra.get("source_frames", info.num_frames))
+    first = int(info.extra.get("first_frame_number", 0))
+    if len(files) == source_frames and min(numbers) != first:
+        return None  # one file per source frame, numbered from elsewhere (e.g. from 1): by position
+    return {n: i for i, n in enumerate(numbers)}
+
+
+def _describe(files: list[Path], by_number: dict[int, int] | None) -> str:
+    if by_number is None:
+        return f"{len(files)} depth files matched by position in the source"
+    return f"{len(files)} depth files numbered {min(by_number)}..{max(by_number)} (the number in each name)"
 
 
 class PrecomputedTeacher(Teacher):
@@ -121,7 +176,7 @@ class PrecomputedTeacher(Teacher):
         self.format = cfg.precomputed_format
         self.png_scale = cfg.png_scale
         self.id = f"precomputed:{self.root}"
-        self.version = f"1:{self.format}:png_scale={self.png_scale:g}"
+        self.version = f"2:{self.format}:png_scale={self.png_scale:g}"  # 2: files follow source frames
         self._videos: dict[str, _VideoDepth] = {}
 
     def _video(self, batch: FrameBatch) -> _VideoDepth:
@@ -132,55 +187,56 @@ class PrecomputedTeacher(Teacher):
         if not folder.is_dir():
             raise TeacherUnavailableError(
                 f"no precomputed depth for video {name}: folder {folder} not found; write one depth file per "
-                "frame there (.npy, 16-bit .png or .exr)"
+                "source frame there (.npy, 16-bit .png or .exr)"
             )
         wanted = set(_FORMATS) if self.format == "auto" else {e for e, f in _FORMATS.items() if f == self.format}
         files = sorted(
             (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted and p.name != _K_PER_FRAME),
             key=_natural_key,
         )
-        expected = batch.video.num_frames
-        if len(files) != expected:
+        if not files:
             raise TeacherOutputError(
-                f"precomputed depth folder {folder} holds {len(files)} depth files but video {name} yields "
-                f"{expected} frames; write exactly one file per yielded frame (or match decode.stride/"
-                "target_fps/max_frames to the files)"
+                f"precomputed depth folder {folder} holds no depth files ({', '.join(sorted(wanted))}); "
+                f"write one per source frame of video {name}"
             )
-        K_shared = K_per_frame = None
-        per_frame = folder / _K_PER_FRAME
-        if per_frame.is_file():
-            K_per_frame = np.load(per_frame, allow_pickle=False).astype(np.float32)
-            if K_per_frame.shape != (expected, 3, 3):
-                raise TeacherOutputError(
-                    f"{per_frame} has shape {K_per_frame.shape}, expected ({expected}, 3, 3): one K per yielded frame"
-                )
-        else:
-            for fname in _K_FILES:
-                if (folder / fname).is_file():
-                    K_shared = np.loadtxt(folder / fname, dtype=np.float32).reshape(-1)
-                    if K_shared.size != 9:
-                        raise TeacherOutputError(
-                            f"{folder / fname} must hold a 3×3 matrix, found {K_shared.size} values"
-                        )
-                    K_shared = K_shared.reshape(3, 3)
-                    break
-        info = _VideoDepth(folder, files, {p: _FORMATS[p.suffix.lower()] for p in files}, K_shared, K_per_frame)
+        by_number = _match_by_number(files, batch.video)
+        info = _VideoDepth(
+            folder, files, {p: _FORMATS[p.suffix.lower()] for p in files}, by_number, *_read_K(folder, len(files))
+        )
+        log.info("precomputed depth of video %s: %s", name, _describe(files, by_number))
         self._videos[name] = info
         return info
 
+    def _file_positions(self, info: _VideoDepth, batch: FrameBatch) -> list[int]:
+        """The depth file of every frame of the batch; TeacherOutputError naming the first kept frame without one."""
+        if info.by_number is None:
+            keys, lookup = list(batch.source_indices), dict(enumerate(range(len(info.files))))
+        else:
+            keys = list(batch.source_numbers if batch.source_numbers is not None else batch.source_indices)
+            lookup = info.by_number
+        for key, index in zip(keys, batch.indices, strict=True):
+            if key not in lookup:
+                has = _describe(info.files, info.by_number)
+                raise TeacherOutputError(
+                    f"precomputed depth folder {info.folder} has no depth file for source frame {key} of video "
+                    f"{batch.video.name} (kept as frame {index}; the folder has {has}); write it, or choose "
+                    "decode.stride/target_fps/max_frames that keep only frames with depth"
+                )
+        return [lookup[k] for k in keys]
+
     def _file_K(self, info: _VideoDepth, batch: FrameBatch) -> torch.Tensor | None:
-        if info.K_per_frame is not None:
-            return torch.from_numpy(info.K_per_frame[list(batch.indices)].copy())
+        if info.K_per_file is not None:
+            return torch.from_numpy(info.K_per_file[self._file_positions(info, batch)].copy())
         if info.K_shared is not None:
             return torch.from_numpy(info.K_shared).expand(len(batch.indices), 3, 3).clone()
         return None
 
     def predict(self, batch: FrameBatch) -> TeacherOutput:
-        """Read the batch's depth files; K from the folder, else the batch's K, else a 60° default."""
+        """Read the depth files of the batch's source frames; K from the folder, else the batch's K, else 60°."""
         info = self._video(batch)
         h, w = batch.rgb.shape[-2:]
         maps = []
-        for i in batch.indices:
+        for i in self._file_positions(info, batch):
             path = info.files[i]
             arr = read_depth_file(path, info.fmt_of[path], self.png_scale)
             if arr.shape != (h, w):
@@ -195,13 +251,15 @@ class PrecomputedTeacher(Teacher):
         if K is None and batch.K is not None:
             K = batch.K.detach().float().clone()
         if K is None:
-            log.warning(
-                "no intrinsics for precomputed depth of video %s: assuming a %.0f° horizontal field of view; "
-                "add K.txt to %s or set decode.intrinsics",
-                batch.video.name,
-                _DEFAULT_HFOV_DEG,
-                info.folder,
-            )
+            if not info.warned_fov:
+                info.warned_fov = True
+                log.warning(
+                    "no intrinsics for precomputed depth of video %s: assuming a %.0f° horizontal field of view; "
+                    "add K.txt to %s or set decode.intrinsics",
+                    batch.video.name,
+                    _DEFAULT_HFOV_DEG,
+                    info.folder,
+                )
             f = (w / 2) / math.tan(math.radians(_DEFAULT_HFOV_DEG) / 2)
             K0 = torch.tensor([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=torch.float32)
             K = K0.expand(len(batch.indices), 3, 3).clone()

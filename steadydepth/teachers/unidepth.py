@@ -1,4 +1,4 @@
-"""UniDepthV2 as a frozen teacher (see shared/notes/unidepth-v2.md for the model's quirks).
+"""UniDepthV2 as a frozen teacher: 0–255 input, the caller's K cloned on every call (`infer` edits it in place).
 
 Confidence mapping. UniDepthV2's `confidence` output is `exp(e)` where `e` (clipped to [-8, 8]) is
 trained to regress the absolute, median-scale-aligned depth error in metres, so larger means *less*
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from steadydepth.config import TeacherConfig
+from steadydepth.device import resolve_device
 from steadydepth.errors import TeacherUnavailableError
 from steadydepth.teachers.base import FrameBatch, Teacher, TeacherOutput
 
@@ -31,13 +32,6 @@ INSTALL_HINT = (
     "pip install 'steadydepth[unidepth]' "
     "(or pip install git+https://github.com/lpiccinelli-eth/UniDepth.git torchvision)"
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """Map a config device ("auto", "cpu", "cuda", "cuda:1", "mps") to a torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def confidence_to_unit(raw: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
@@ -100,7 +94,7 @@ class UniDepthTeacher(Teacher):
 
     def __init__(self, cfg: TeacherConfig, model: nn.Module | None = None, *, model_id: str | None = None) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, "teacher.device")
         if model is None:
             model = _load_unidepth(cfg.model)
             name = cfg.model

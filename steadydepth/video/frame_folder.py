@@ -6,11 +6,11 @@ Layout (per frame number NNNNNN, any number of digits):
 - `frame-NNNNNN.pose.txt` 4×4 camera-to-world in metres (optional, all frames or none),
 - `camera-intrinsics.txt` 3×3 K for the colour frames.
 
-Frames are ordered by number. `Frame.source_index` is the position in that sorted list (0, 1, ...);
-the original number is kept in the timestamp: timestamp = (number - first number) / cfg.folder_fps, so
-number = int(info.extra["first_frame_number"]) + round(timestamp * info.source_fps). Gaps in the
-numbering therefore show up as gaps in time. Frame selection, resize, padding and the K update follow
-the same rules as videos (`steadydepth.video.common`, `steadydepth.video.geometry`).
+Frames are ordered by number. `Frame.source_index` is the position in that sorted list (0, 1, ...) and
+`Frame.source_number` the number itself; the timestamp keeps it too: timestamp = (number - first number)
+/ cfg.folder_fps, so number = int(info.extra["first_frame_number"]) + round(timestamp * info.source_fps).
+Gaps in the numbering therefore show up as gaps in time. Frame selection, resize, padding and the K
+update follow the same rules as videos (`steadydepth.video.common`, `steadydepth.video.geometry`).
 
 K: cfg.intrinsics when given (it overrides the file), else camera-intrinsics.txt, else None; a folder
 with depth but no intrinsics at all is an error (its depth could not be back-projected).
@@ -91,12 +91,14 @@ class FrameFolder:
         poses: list[Path] | None,
         timestamps: list[float],
         indices: list[int],
+        numbers: list[int] | None = None,
     ):
         self.info = info
         self.geometry = geometry
         self._colors, self._depths, self._poses = colors, depths, poses
         self._timestamps = timestamps
         self._indices = indices
+        self._numbers = numbers  # frame number of each colour file (frame-NNNNNN), in order
 
     def frames(self) -> Iterator[Frame]:
         """Read and yield the selected frames in order."""
@@ -115,6 +117,7 @@ class FrameFolder:
                 rgb=g.fit_rgb(rgb),
                 gt_depth=g.fit_depth(read_depth(self._depths[i])) if self._depths else None,
                 pose=read_pose(self._poses[i]) if self._poses else None,
+                source_number=self._numbers[i] if self._numbers is not None else None,
             )
 
 
@@ -210,4 +213,4 @@ def open_frame_folder(path: str | Path, cfg: DecodeConfig | None = None) -> Fram
             "source_frames": str(len(colors)),
         },
     )
-    return FrameFolder(info, geometry, colors, depths, poses, timestamps, indices)
+    return FrameFolder(info, geometry, colors, depths, poses, timestamps, indices, ordered)

@@ -97,7 +97,8 @@ def discover_sources(spec: str | Path) -> list[str]:
 
     Video suffixes: .mp4 .mov .mkv .avi .webm .m4v (any case). `*.zarr` stores, `*.gt.zarr` sidecars and
     hidden names (`.x`, e.g. macOS `._clip.mp4` files) are skipped. Raises InputError when the spec does not
-    exist or names no input at all.
+    exist, or when a glob or list names no input; an existing folder without videos gives [] (an empty inbox
+    is nothing to do, not an error).
     """
     spec = str(spec)
     if uris.is_url(spec):
@@ -120,7 +121,7 @@ def discover_sources(spec: str | Path) -> list[str]:
         elif is_frame_folder(root):
             found = [spec]
         else:
-            found = sorted(str(p) for p in root.iterdir() if _keep_local(p))
+            return sorted(str(p) for p in root.iterdir() if _keep_local(p))
     if not found:
         raise InputError(f"no videos or frame folders found in {spec}; check the folder, glob or list")
     return found

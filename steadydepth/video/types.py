@@ -42,6 +42,8 @@ class Frame:
     rgb: np.ndarray  # (H, W, 3) uint8
     gt_depth: np.ndarray | None = None  # (H, W) float32 metres, NaN where invalid
     pose: np.ndarray | None = None  # (4, 4) float64 camera-to-world, metres
+    # The frame's number where the source names its frames (a frame folder's frame-NNNNNN); None: source_index.
+    source_number: int | None = None
 
 
 class FrameSource(Protocol):

@@ -14,30 +14,17 @@ import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from steadydepth.config import EvaluateConfig
+from evaluation.baselines import baseline_params
+from evaluation.config import EvaluateConfig
+from evaluation.gate import GateResult
+from evaluation.metric_names import METRIC_LABELS, metrics_in_order
+from evaluation.results import EvaluationReport, VideoData
 
-if TYPE_CHECKING:  # evaluate imports this module lazily; avoid the cycle at runtime
-    from steadydepth.evaluate import EvaluationReport, VideoData
-
-METRIC_LABELS = {
-    "absrel": "AbsRel",
-    "sqrel": "SqRel",
-    "rmse": "RMSE (m)",
-    "rmse_log": "RMSE log",
-    "delta1": "δ1",
-    "delta2": "δ2",
-    "delta3": "δ3",
-    "tae": "TAE (%)",
-    "static_flicker": "static flicker",
-    "opw": "OPW (frame norm.)",
-    "opw_sequence": "OPW (seq. norm.)",
-    "frame_change": "frame change",
-}
 METHOD_LABELS = {
     "teacher": "teacher",
     "refined": "refined (smoother)",
@@ -75,7 +62,7 @@ def json_safe(x: Any) -> Any:
     return x
 
 
-def _gate_dict(gate: Any) -> dict[str, Any] | None:
+def _gate_dict(gate: GateResult | None) -> dict[str, Any] | None:
     if gate is None:
         return None
     return {"passed": gate.passed, "flicker_metric": gate.flicker_metric, "reasons": gate.reasons}
@@ -83,8 +70,6 @@ def _gate_dict(gate: Any) -> dict[str, Any] | None:
 
 def write_metrics_json(report: EvaluationReport, cfg: EvaluateConfig) -> None:
     """metrics.json: config, baselines, per-video and mean metrics, gate; NaN (undefined) is written as null."""
-    from steadydepth.evaluate import baseline_params
-
     payload = {
         "config": cfg.model_dump(mode="json"),
         "baselines": baseline_params(cfg),
@@ -101,10 +86,8 @@ def write_metrics_json(report: EvaluationReport, cfg: EvaluateConfig) -> None:
 
 
 def _metrics_present(tables: list[Mapping[str, Mapping[str, float]]]) -> list[str]:
-    from steadydepth.evaluate import METRIC_ORDER
-
-    keys = {k for table in tables for row in table.values() for k in row}
-    return [k for k in METRIC_ORDER if k in keys]
+    """The metrics any row of the tables has, in report order."""
+    return metrics_in_order({k for table in tables for row in table.values() for k in row})
 
 
 def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: list[str]) -> list[str]:
@@ -137,8 +120,6 @@ def relative_table(means: Mapping[str, Mapping[str, float]], metrics: list[str])
 
 def write_markdown(report: EvaluationReport, cfg: EvaluateConfig) -> None:
     """report.md: gate verdict, dataset means (absolute and vs teacher), per-video tables, conventions, plots."""
-    from steadydepth.evaluate import baseline_params
-
     metrics = _metrics_present([report.means, *report.per_video.values()])
     lines = ["# Depth evaluation", ""]
     if report.gate is not None:

@@ -1,7 +1,8 @@
-"""Temporal-consistency metrics of a depth video: TAE, OPW, static flicker and frame change.
+"""Temporal-consistency metrics of a depth video: TAE, OPW, static flicker and frame change, and the static masks.
 
-Definitions follow /work/shared/notes/metrics-and-anchors.md; each function's docstring gives the exact
-formula and the conventions chosen where the references leave room. All accumulation is float64.
+Each function's docstring gives the exact formula and the conventions chosen where the references (the Video
+Depth Anything benchmark for TAE, NVDS for OPW) leave room. All accumulation is float64. Optical flow and the
+backward warp come from steadydepth/video/optical_flow.py, the same flow the smoother uses.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from steadydepth.errors import InputError
+from steadydepth.video.optical_flow import FlowMethod, flows_to_previous, sampling_maps, warp_backward_nan_outside
 
-FlowMethod = Literal["dis", "farneback"]
-DIS_MIN_SIZE = 12  # OpenCV's DIS needs width or height ≥ 12 px
 OpwNormalization = Literal["frame", "sequence", "none"]
 
 
@@ -132,41 +131,6 @@ def robust_normalize(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def optical_flow(gray_to: np.ndarray, gray_from: np.ndarray, method: FlowMethod = "dis") -> np.ndarray:
-    """Flow f (H, W, 2) float32 with gray_to(p) ≈ gray_from(p + f(p)): from frame t to frame t−1, the form backward
-    warping needs. gray_* (H, W) uint8; DIS 'medium' preset or Farnebäck (OpenCV, no learned weights)."""
-    if method == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        h, w = gray_to.shape
-        up = -(-DIS_MIN_SIZE // max(h, w))  # DIS refuses images under 12 px on both sides (tiny training crops)
-        if up == 1:
-            return dis.calc(gray_to, gray_from, None)
-        big = [cv2.resize(g, (w * up, h * up), interpolation=cv2.INTER_LINEAR) for g in (gray_to, gray_from)]
-        flow = dis.calc(big[0], big[1], None)
-        return cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / up
-    if method == "farneback":
-        return cv2.calcOpticalFlowFarneback(gray_to, gray_from, None, 0.5, 4, 15, 3, 5, 1.2, 0)
-    raise InputError(f"unknown flow method {method!r}; use 'dis' or 'farneback'")
-
-
-def flows_to_previous(
-    rgb: np.ndarray, gray_before: np.ndarray | None = None, method: FlowMethod = "dis"
-) -> tuple[list[np.ndarray | None], np.ndarray | None]:
-    """For each frame of rgb (n, H, W, 3) uint8 its `optical_flow` to the frame before: frame t−1, or for the first
-    frame `gray_before` (the grey image of the frame played before it; None: no flow, entry None). Also the last
-    frame's grey image, to continue in the next call."""
-    gray = [cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2GRAY) for frame in rgb]
-    before = [gray_before, *gray[:-1]]
-    flows = [None if b is None else optical_flow(g, b, method) for g, b in zip(gray, before, strict=True)]
-    return flows, gray[-1] if gray else gray_before
-
-
-def _backward_warp(img: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """img(p + f(p)) by bilinear cv2.remap; samples that touch the image border come back NaN."""
-    out = cv2.remap(img, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
-    return out.astype(np.float64)
-
-
 @dataclass(frozen=True)
 class FlowWarps:
     """The part of OPW that depends only on a video's RGB, for every pair (t−1 → t), t = 1..T−1.
@@ -189,13 +153,12 @@ def flow_warps(rgb: np.ndarray, *, flow: FlowMethod = "dis", alpha: float = 50.0
     if rgb.ndim != 4 or rgb.shape[-1] != 3:
         raise InputError(f"rgb has shape {rgb.shape}; pass a (T, H, W, 3) uint8 array")
     t_len, h, w = rgb.shape[:3]
-    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     flows, _ = flows_to_previous(rgb, None, flow)
     maps, masks = [], []
     for t in range(1, t_len):
         f, flows[t] = flows[t], None  # the maps replace the flow: hold one copy of it, not two
-        pair = (grid_x + f[..., 0], grid_y + f[..., 1])
-        warped_rgb = _backward_warp(rgb[t - 1].astype(np.float32) / 255.0, pair)
+        pair = sampling_maps(f)
+        warped_rgb = warp_backward_nan_outside(rgb[t - 1].astype(np.float32) / 255.0, pair)
         diff2 = np.sum((warped_rgb - rgb[t].astype(np.float64) / 255.0) ** 2, axis=-1)
         maps.append(pair)
         masks.append(np.exp(-alpha * diff2))
@@ -253,7 +216,7 @@ def opw(
     prev_norm = norm(0)
     for t in range(1, depth.shape[0]):
         cur_norm = norm(t)
-        warped_d = _backward_warp(prev_norm.astype(np.float32), warps.maps[t - 1])
+        warped_d = warp_backward_nan_outside(prev_norm.astype(np.float32), warps.maps[t - 1])
         m = warps.masks[t - 1]
         ok = np.isfinite(warped_d) & np.isfinite(cur_norm) & np.isfinite(m)
         weight = m[ok].sum()

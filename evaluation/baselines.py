@@ -2,8 +2,9 @@
 
 Each filter is streaming: `update(depth_t[, rgb_t])` takes one (H, W) frame and returns the filtered
 frame, keeping state whose size does not grow with T (one or `window` frames). The functions `ema`,
-`motion_gated_ema` and `median_filter_temporal` run a filter over a whole (T, H, W) array. The outputs
-go through the same `smoother.metrics.evaluate_sequence` as the teacher and the smoother.
+`motion_gated_ema` and `median_filter_temporal` run a filter over a whole (T, H, W) array; `run_baselines` runs
+the evaluation's three (BASELINES) with their EvaluateConfig parameters. The outputs go through the same
+`evaluation.metrics.evaluate_sequence` as the teacher and the smoother.
 
 Invalid input pixels (NaN, inf, <= 0) do not update the state: the EMAs output their previous estimate
 there and the median uses the valid frames of its window (NaN where a pixel has no valid value yet).
@@ -16,7 +17,10 @@ import warnings
 
 import numpy as np
 
+from evaluation.config import EvaluateConfig
 from steadydepth.errors import InputError
+
+BASELINES = ("ema", "motion_gated_ema", "temporal_median")
 
 
 def _log_valid(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,3 +200,29 @@ def motion_gated_ema(
 def median_filter_temporal(depth_seq: np.ndarray, window: int) -> np.ndarray:
     """Causal temporal median over a (T, H, W) array (see TemporalMedianFilter)."""
     return _run(TemporalMedianFilter(window), depth_seq)
+
+
+def baseline_params(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
+    """The baselines' parameters as recorded in the report."""
+    return {
+        "ema": {"alpha": cfg.ema_alpha},
+        "motion_gated_ema": {
+            "alpha": cfg.gated_ema_alpha,
+            "threshold": cfg.gated_ema_threshold,
+            "softness": cfg.gated_ema_softness,
+            "cue": "depth",
+        },
+        "temporal_median": {"window": cfg.median_window},
+    }
+
+
+def run_baselines(depth: np.ndarray, cfg: EvaluateConfig) -> dict[str, np.ndarray]:
+    """The causal per-pixel baselines over a (T, H, W) teacher depth video."""
+    return {
+        "ema": ema(depth, cfg.ema_alpha),
+        # depth cue: works without RGB and ignores texture; innovation > threshold (log units) resets the pixel
+        "motion_gated_ema": motion_gated_ema(
+            depth, alpha=cfg.gated_ema_alpha, threshold=cfg.gated_ema_threshold, softness=cfg.gated_ema_softness
+        ),
+        "temporal_median": median_filter_temporal(depth, cfg.median_window),
+    }

@@ -1,8 +1,8 @@
 """The metric suite: one call that evaluates a depth video with whatever references are available.
 
-Accuracy lives in smoother/metrics_accuracy.py, temporal metrics in smoother/metrics_temporal.py; both are
-re-exported here. Teacher, smoother and baselines all go through `evaluate_sequence`, so their numbers
-are comparable.
+Accuracy lives in evaluation/accuracy.py, temporal metrics in evaluation/temporal.py, the metric names in
+evaluation/metric_names.py; all are re-exported here. Teacher, smoother and baselines all go through
+`evaluate_sequence`, so their numbers are comparable.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from smoother.metrics_accuracy import (
-    ACCURACY_KEYS,
+from evaluation.accuracy import (
     Alignment,
     accuracy_metrics,
     apply_alignment,
@@ -22,8 +21,8 @@ from smoother.metrics_accuracy import (
     mean_over_sequences,
     valid_mask,
 )
-from smoother.metrics_temporal import (
-    FlowMethod,
+from evaluation.metric_names import ACCURACY_METRICS, METRIC_NAMES, SUITE_METRICS
+from evaluation.temporal import (
     FlowWarps,
     OpwNormalization,
     flow_warps,
@@ -36,10 +35,12 @@ from smoother.metrics_temporal import (
     tae,
 )
 from steadydepth.errors import InputError
+from steadydepth.video.optical_flow import FlowMethod
 
 __all__ = [
-    "ACCURACY_KEYS",
-    "METRIC_KEYS",
+    "ACCURACY_METRICS",
+    "METRIC_NAMES",
+    "SUITE_METRICS",
     "accuracy_metrics",
     "apply_alignment",
     "FlowWarps",
@@ -58,8 +59,6 @@ __all__ = [
     "valid_mask",
 ]
 
-METRIC_KEYS = (*ACCURACY_KEYS, "tae", "opw", "static_flicker", "frame_change")
-
 
 def evaluate_sequence(
     pred: np.ndarray,
@@ -77,7 +76,7 @@ def evaluate_sequence(
     opw_normalize: OpwNormalization = "frame",
     opw_warps: FlowWarps | None = None,
 ) -> dict[str, float]:
-    """Every metric the inputs allow, as a flat dict of floats (keys from METRIC_KEYS).
+    """Every metric the inputs allow, as a flat dict of floats (keys from SUITE_METRICS).
 
     pred (T, H, W) depth in metres. gt → absrel, sqrel, rmse, rmse_log, delta1..3 (alignment once per
     sequence); K + poses → tae (GT not needed); rgb (T, H, W, 3) uint8 or its opw_warps (`flow_warps`, computed

@@ -5,12 +5,14 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import gather, status_table, task_runner
+from evaluation.evaluate import evaluation_complete
+from flows.common import final_state, gather, run_for_summary, status_table
 from steadydepth.config import Config
-from steadydepth.errors import InputError
-from storage.depth_store import list_stores
+from steadydepth.errors import InputError, RefineFailedError
+from storage.naming import list_stores
+from tasks.cache import trusted
 from tasks.evaluate import evaluate_task, promote_task
-from tasks.smoother import refine_task, train_task
+from tasks.smoother import refine_output_complete, refine_task, train_output_complete, train_task
 
 
 def teacher_stores(cfg: Config, store_uris: list[str] | None) -> list[str]:
@@ -27,7 +29,13 @@ def train_flow(config: dict | None = None, store_uris: list[str] | None = None, 
     cfg = Config.model_validate(config or {})
     uris = teacher_stores(cfg, store_uris)
     print(f"train: {len(uris)} teacher store(s), {cfg.train.steps} steps")
-    return train_task(uris, cfg.model_dump(mode="json"), dataset or cfg.store.root)
+    return train_smoother(uris, cfg, dataset or cfg.store.root)
+
+
+def train_smoother(store_uris: list[str], cfg: Config, dataset: str) -> dict:
+    """The training task, its cached result trusted only while its checkpoint is on disk."""
+    task = trusted(train_task, train_output_complete(store_uris, cfg))
+    return task(store_uris, cfg.model_dump(mode="json"), dataset)
 
 
 @flow(name="refine", log_prints=True)
@@ -35,12 +43,16 @@ def refine_flow(model_ref: str, config: dict | None = None, store_uris: list[str
     """Refine every teacher store with a model (checkpoint path or MLflow model URI), one task per video."""
     cfg = Config.model_validate(config or {})
     cfg_json = cfg.model_dump(mode="json")
-    futures = {refine_task.submit(uri, model_ref, cfg_json): uri for uri in teacher_stores(cfg, store_uris)}
+    uris = teacher_stores(cfg, store_uris)
+    futures = {
+        trusted(refine_task, refine_output_complete(uri, model_ref, cfg)).submit(uri, model_ref, cfg_json): uri
+        for uri in uris
+    }
     done, failures = gather(futures)
     refined = list(done.values())
     status_table("refine-status", [{"teacher": r["teacher_uri"], "refined": r["uri"], "frames": r["num_frames"],
                                     "seconds": r["seconds"]} for r in refined], f"{len(refined)} refined")
-    return {"refined": refined, "failures": failures}
+    return final_state({"refined": refined, "failures": failures}, failures, len(uris), "refine")
 
 
 @flow(name="evaluate", log_prints=True)
@@ -55,13 +67,14 @@ def evaluate_flow(
 ) -> dict:
     """Refine with `model_ref`, evaluate refined vs teacher vs baselines, apply the gate, optionally promote."""
     cfg = Config.model_validate(config or {})
-    refined = refine_flow(model_ref, config, store_uris)
+    refined, _ = run_for_summary(refine_flow, model_ref, config, store_uris)
     pairs = [(r["teacher_uri"], r["uri"]) for r in refined["refined"]]
     if not pairs:
-        raise InputError("no store could be refined; see the failures above")
+        first = refined["failures"][0]
+        raise RefineFailedError(f"no store could be refined; {first['store']}: {first['error']}")
     out_dir = out_dir or f"{cfg.orchestration.home}/evaluation"
-    evaluation = evaluate_task([t for t, _ in pairs], [r for _, r in pairs], cfg.model_dump(mode="json"), out_dir,
-                               run_id)
+    task = trusted(evaluate_task, evaluation_complete(out_dir))
+    evaluation = task([t for t, _ in pairs], [r for _, r in pairs], cfg.model_dump(mode="json"), out_dir, run_id)
     create_markdown_artifact(key="evaluation", markdown=evaluation["markdown"], description=evaluation["verdict"])
     print(evaluation["verdict"])
     evaluation["promotion"] = None
@@ -69,9 +82,6 @@ def evaluate_flow(
         evaluation["promotion"] = promote_task(model_version, evaluation, cfg.orchestration.model_name)
         print(evaluation["promotion"]["reason"])
     evaluation["refine_failures"] = refined["failures"]
-    return evaluation
+    # Evaluated on the stores that refined; the run is still red when some could not be.
+    return final_state(evaluation, refined["failures"], len(pairs) + len(refined["failures"]), "evaluate")
 
-
-def run_flow(flow_fn, cfg: Config, *args, dask: bool = False, **kwargs):
-    """Call a flow with the configured task runner."""
-    return flow_fn.with_options(task_runner=task_runner(cfg, dask))(*args, **kwargs)

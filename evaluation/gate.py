@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from steadydepth.config import EvaluateConfig
+from evaluation.config import EvaluateConfig
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Evaluate teacher, refined and baseline depth videos with one metric suite, and apply the promotion gate.
 
     per video: teacher store (+ refined store) ─ read once ─▶ baselines on the teacher depth
-               every method ─ smoother.metrics.evaluate_sequence (+ OPW with sequence normalisation)
+               every method ─ evaluation.metrics.evaluate_sequence (+ OPW with sequence normalisation)
     dataset:   mean_over_sequences per method ─▶ evaluate_gate(teacher, refined) ─▶ report.md, metrics.json, plots
 
 What is measured depends on what the teacher store holds:
@@ -12,112 +12,42 @@ What is measured depends on what the teacher store holds:
 - always frame_change.
 Without GT no accuracy, TAE or static flicker appears; only the flow-based OPW and frame_change.
 
-Static pixels (`smoother.metrics.static_mask_from_gt` with the GT poses): pixels valid in every frame whose GT
+Static pixels (`evaluation.metrics.static_mask_from_gt` with the GT poses): pixels valid in every frame whose GT
 stays within `static_rel_tol` of its temporal median, and only when the camera is static (every pose within
 1 mm / 0.1° of the first). A moving camera has no static pixels: static_flicker is NaN there and left out of the
 dataset mean, which is then the mean over static-camera videos (TAE measures flicker under camera motion).
 
 All methods get the same references (GT, poses, K and RGB from the teacher store), so numbers are comparable.
-Baselines (smoother.baselines, causal, on the teacher's depth; parameters in EvaluateConfig): log-depth EMA,
+Baselines (evaluation.baselines, causal, on the teacher's depth; parameters in EvaluateConfig): log-depth EMA,
 motion-gated EMA (depth-innovation cue) and a causal temporal median.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from smoother.baselines import ema, median_filter_temporal, motion_gated_ema
-from smoother.gate import GateResult, evaluate_gate
-from smoother.metrics import FlowWarps, evaluate_sequence, flow_warps, mean_over_sequences, opw, static_mask_from_gt
-from steadydepth.config import EvaluateConfig
+from evaluation.baselines import BASELINES, run_baselines
+from evaluation.config import EvaluateConfig
+from evaluation.gate import evaluate_gate
+from evaluation.metric_names import metrics_in_order
+from evaluation.metrics import evaluate_sequence, flow_warps, mean_over_sequences, opw, static_mask_from_gt
+from evaluation.results import EvaluationReport, VideoData
 from steadydepth.errors import InputError
 from storage.depth_store import DepthStore
+from storage.naming import video_name
 
-BASELINES = ("ema", "motion_gated_ema", "temporal_median")
-METRIC_ORDER = (
-    "absrel",
-    "sqrel",
-    "rmse",
-    "rmse_log",
-    "delta1",
-    "delta2",
-    "delta3",
-    "tae",
-    "static_flicker",
-    "opw",
-    "opw_sequence",
-    "frame_change",
-)
-LOWER_IS_BETTER = {k: not k.startswith("delta") for k in METRIC_ORDER}
+EVALUATE_VERSION = 1  # bump when the metrics, baselines or gate change: part of the evaluation's cache key
+REPORT_FILES = ("report.md", "metrics.json")  # what a finished evaluation leaves in its folder
 
 
-@dataclass
-class VideoData:
-    """One video's depth per method and the shared references, all at store resolution (in memory)."""
-
-    name: str
-    depth: dict[str, np.ndarray]  # method -> (T, H, W) metres
-    K: np.ndarray  # (T, 3, 3)
-    gt: np.ndarray | None = None  # (T, H, W), NaN = invalid
-    pose: np.ndarray | None = None  # (T, 4, 4) camera-to-world
-    rgb: np.ndarray | None = None  # (T, H, W, 3) uint8
-    static_mask: np.ndarray | None = None  # (H, W); None without GT + pose
-    warps: FlowWarps | None = None  # OPW's optical flow of rgb, computed once for every method; None without rgb
-
-
-@dataclass
-class EvaluationReport:
-    """Everything `evaluate_dataset` computed; metric dicts map metric name -> float (NaN = undefined)."""
-
-    videos: list[str]
-    methods: list[str]
-    per_video: dict[str, dict[str, dict[str, float]]]  # video -> method -> metrics
-    means: dict[str, dict[str, float]]  # method -> dataset-mean metrics (mean_over_sequences)
-    gate: GateResult | None  # refined vs teacher; None without refined stores
-    baseline_gates: dict[str, GateResult]  # what the gate would say about each baseline (for context)
-    video_info: dict[str, dict[str, Any]]
-    report_path: str
-    metrics_path: str
-    plot_paths: list[str] = field(default_factory=list)
-
-
-def video_name(uri: str) -> str:
-    """`.../<name>.teacher.zarr` -> `<name>` (the last path component, store suffix removed)."""
-    base = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"\.(teacher|refined)\.zarr$", "", base)
-
-
-def baseline_params(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
-    """The baselines' parameters as recorded in the report."""
-    return {
-        "ema": {"alpha": cfg.ema_alpha},
-        "motion_gated_ema": {
-            "alpha": cfg.gated_ema_alpha,
-            "threshold": cfg.gated_ema_threshold,
-            "softness": cfg.gated_ema_softness,
-            "cue": "depth",
-        },
-        "temporal_median": {"window": cfg.median_window},
-    }
-
-
-def run_baselines(depth: np.ndarray, cfg: EvaluateConfig) -> dict[str, np.ndarray]:
-    """The causal per-pixel baselines over a (T, H, W) teacher depth video."""
-    return {
-        "ema": ema(depth, cfg.ema_alpha),
-        # depth cue: works without RGB and ignores texture; innovation > threshold (log units) resets the pixel
-        "motion_gated_ema": motion_gated_ema(
-            depth, alpha=cfg.gated_ema_alpha, threshold=cfg.gated_ema_threshold, softness=cfg.gated_ema_softness
-        ),
-        "temporal_median": median_filter_temporal(depth, cfg.median_window),
-    }
+def evaluation_complete(out_dir: str | Path) -> bool:
+    """True when out_dir holds a finished evaluation (every report file; each is written whole)."""
+    return all(Path(out_dir, name).is_file() for name in REPORT_FILES)
 
 
 def load_video(
@@ -174,7 +104,7 @@ def evaluate_method(pred: np.ndarray, video: VideoData, cfg: EvaluateConfig) -> 
     )
     if video.rgb is not None:
         out["opw_sequence"] = float(opw(pred, video.rgb, flow=cfg.flow, normalize="sequence", warps=video.warps))
-    return {k: out[k] for k in METRIC_ORDER if k in out}
+    return {k: out[k] for k in metrics_in_order(out)}
 
 
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -197,7 +127,7 @@ def evaluate_dataset(
     teacher_uris: complete teacher stores. refined_uris: the refined store of each, same order, or None to
     evaluate the teacher (and baselines) alone; then `gate` is None. Returns an EvaluationReport.
     """
-    from steadydepth import report as rep  # matplotlib only when reporting
+    from evaluation import report as rep  # matplotlib only when reporting
 
     teacher_uris = [str(u) for u in teacher_uris]
     if not teacher_uris:
@@ -244,8 +174,8 @@ def evaluate_dataset(
         gate=gate,
         baseline_gates=baseline_gates,
         video_info=info,
-        report_path=str(out / "report.md"),
-        metrics_path=str(out / "metrics.json"),
+        report_path=str(out / REPORT_FILES[0]),
+        metrics_path=str(out / REPORT_FILES[1]),
         plot_paths=plot_paths,
     )
     if plots:

@@ -1,6 +1,6 @@
 """Per-frame depth accuracy (the Eigen / KITTI suite) with optional per-sequence alignment.
 
-Conventions (see /work/shared/notes/metrics-and-anchors.md):
+Conventions:
 - Valid pixels V_t of frame t: GT finite with min_depth < G < max_depth, prediction finite and > 0.
 - Each metric is computed per frame over V_t, then averaged over the frames that have any valid pixel
   (unweighted: every frame counts once). Averaging over sequences is `mean_over_sequences`.
@@ -21,10 +21,10 @@ from typing import Literal
 
 import numpy as np
 
+from evaluation.metric_names import ACCURACY_METRICS
 from steadydepth.errors import InputError
 
 Alignment = Literal["none", "median", "lstsq_disparity"]
-ACCURACY_KEYS = ("absrel", "sqrel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 
 
 def valid_mask(pred: np.ndarray, gt: np.ndarray, *, min_depth: float, max_depth: float) -> np.ndarray:
@@ -120,7 +120,7 @@ def accuracy_metrics(
     """
     pred, gt = _check_pair(pred, gt)
     scale, shift = fit_alignment(pred, gt, min_depth=min_depth, max_depth=max_depth, alignment=alignment)
-    sums = dict.fromkeys(ACCURACY_KEYS, 0.0)
+    sums = dict.fromkeys(ACCURACY_METRICS, 0.0)
     n = 0
     for t in range(pred.shape[0]):
         # validity is judged on the raw prediction: the lstsq clamp must not turn an invalid pixel valid
@@ -131,7 +131,7 @@ def accuracy_metrics(
         for key, value in frame_errors(d[v], gt[t][v]).items():
             sums[key] += value
         n += 1
-    return {key: (sums[key] / n if n else math.nan) for key in ACCURACY_KEYS}
+    return {key: (sums[key] / n if n else math.nan) for key in ACCURACY_METRICS}
 
 
 def mean_over_sequences(results: Iterable[Mapping[str, float]]) -> dict[str, float]:
