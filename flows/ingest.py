@@ -38,15 +38,17 @@ def ingest_flow(inputs: list[str], config: dict | None = None) -> dict:
         result = future.result(raise_on_failure=False)
         if isinstance(result, BaseException):
             failures.append({"video": src, "error": one_line(result)})
-            rows.append({"video": src, "status": "failed", "frames": "", "seconds": "", "store": "",
-                         "reason": one_line(result)})
+            rows.append({"video": src, "status": "failed", "frames": "", "invalid pixels / frames": "",
+                         "seconds": "", "store": "", "reason": one_line(result)})
             print(f"FAILED {src}: {one_line(result)}")
         else:
             result = {**result, "cached": future.state.name == "Cached"}
             stores.append(result)
             status = "cached" if result["cached"] else "ok"
+            invalid = f"{result.get('invalid_pixels_total', 0)} / {result.get('invalid_frames', 0)}"
             rows.append({"video": src, "status": status, "frames": result["num_frames"],
-                         "seconds": result["seconds"], "store": result["store_uri"], "reason": ""})
+                         "invalid pixels / frames": invalid, "seconds": result["seconds"],
+                         "store": result["store_uri"], "reason": ""})
         update_progress_artifact(progress, 100.0 * finished / max(len(futures), 1))
     stores.sort(key=lambda r: r["name"])
     status_table("ingest-status", rows, f"{len(stores)} stored, {len(failures)} failed")

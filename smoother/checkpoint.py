@@ -123,5 +123,12 @@ def load_smoother(checkpoint_path: str | Path, map_location: str | torch.device 
     ckpt = load_checkpoint(checkpoint_path, map_location)
     cfg = checkpoint_config(ckpt, checkpoint_path)
     model = ResidualSmoother(cfg.smoother)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:  # weights of another architecture, e.g. from before a model input was added
+        detail = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise InputError(
+            f"checkpoint {checkpoint_path} holds weights this version's smoother cannot take ({detail}); "
+            "retrain the smoother, or use the version that wrote it"
+        ) from None
     return model.to(map_location).eval()

@@ -47,6 +47,16 @@ class SmootherConfig(Section):
         description="the model's temporal-change cues compare each frame with the one before moved along the optical "
         "flow of the low-res RGB (camera motion removed), not pixel by pixel",
     )
+    noise_ref: float = Field(
+        default=0.02,
+        ge=0,
+        description="teacher temporal noise (median |local log-depth change| along the flow on the grid) at which "
+        "filter_reset and the losses' depth taus hold as set; a noisier teacher scales them, and the model's change "
+        "cues, by its running noise estimate / noise_ref (never below 1; smoother/noise.py). 0 = off",
+    )
+    noise_span: int = Field(
+        default=32, ge=1, description="frames the running teacher-noise estimate averages over (then an EMA)"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_the_width(self) -> SmootherConfig:
@@ -70,7 +80,10 @@ class TrainConfig(Section):
     flip: bool = Field(default=True, description="random horizontal flips")
     max_stride: int = Field(default=3, ge=1, le=8, description="random frame stride 1..max_stride (faster motion)")
     hidden_noise: float = Field(
-        default=0.02, ge=0, description="max std of per-pixel log-noise hidden from the model (trains the filter gate)"
+        default=0.02,
+        ge=0,
+        description="max std of per-pixel log-noise hidden from the model (trains the filter gate), times the "
+        "teacher-noise scale (SmootherConfig.noise_ref)",
     )
     burn_in: int = Field(
         default=48, ge=0, description="up to this many context frames run without gradients before each window"

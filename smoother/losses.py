@@ -60,6 +60,10 @@ the frame median out (local flicker: spatial jitter, noise, local drift), and th
 is left to temporal_accel, whose second difference of a steady change is 0. temporal_static and temporal_long stay
 pixel by pixel. Without flows (or RGB) temporal_flow is 0.
 
+Teacher noise (`noise_scale`, the model's s_t ≥ 1 from smoother/noise.py): τ_d (motion_depth_tau, still_depth_tau)
+is multiplied by s_t, so a noisy teacher's flicker is not taken for motion, and the anchor is divided by it (a
+Laplace likelihood whose scale is the teacher's noise: a noisier teacher is trusted less per frame).
+
 The motion weights are computed from the inputs only (no gradient). Means run over all pixels of the valid
 frames/pairs/triples, so a term's scale does not depend on how many pixels are static. `frame_mask` (B, N)
 drops padded frames (short videos): a pair or triple counts only if all its frames are valid. `first` marks
@@ -106,18 +110,30 @@ def previous_frames(x: torch.Tensor, flows: torch.Tensor | None) -> torch.Tensor
     return warp_previous(x[:, 1:], x[:, 0], None if flows is None else flows[:, 1:])
 
 
+def _frames(scale: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+    """Per-frame scale (B, M) as (B, M, 1, 1, 1) to divide like (B, M, C, H, W) by; 1.0 when None."""
+    return 1.0 if scale is None else scale.to(like.dtype)[:, :, None, None, None]
+
+
 def motion_weights(
-    log_teacher: torch.Tensor, rgb: torch.Tensor | None, cfg: LossConfig, flows: torch.Tensor | None = None
+    log_teacher: torch.Tensor,
+    rgb: torch.Tensor | None,
+    cfg: LossConfig,
+    flows: torch.Tensor | None = None,
+    noise_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Static s and surface u weights (B, N−1, 1, H, W) of each pair (t−1, t), accel weights a (B, N−2, 1, H, W).
 
     log_teacher (B, N, 1, H, W); rgb (B, N, 3, H, W) in [0, 1] or None; flows as `previous_frames` (then "static"
-    means "the same surface, moved along the flow, kept its depth and colour"). See the module docstring.
+    means "the same surface, moved along the flow, kept its depth and colour"); noise_scale (B, N) the model's
+    teacher-noise scale (smoother/noise.py) or None: τ_d is in its units, so a noisy teacher's flicker is not
+    taken for motion. See the module docstring.
     """
     with torch.no_grad():
         dlog = log_teacher[:, 1:] - previous_frames(log_teacher, flows)  # (B, N−1, 1, H, W)
         med = frame_median(dlog)  # frame-wide jump (B, N−1, 1, 1, 1)
-        depth_term = ((dlog - med) / cfg.motion_depth_tau) ** 2
+        tau_d = cfg.motion_depth_tau * _frames(None if noise_scale is None else noise_scale[:, 1:], dlog)
+        depth_term = ((dlog - med) / tau_d) ** 2
         if rgb is None:
             drgb = torch.zeros_like(depth_term)
         else:
@@ -130,18 +146,23 @@ def motion_weights(
 
 
 def still_weight(
-    log_teacher: torch.Tensor, rgb: torch.Tensor | None, valid: torch.Tensor, cfg: LossConfig
+    log_teacher: torch.Tensor,
+    rgb: torch.Tensor | None,
+    valid: torch.Tensor,
+    cfg: LossConfig,
+    noise_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """How surely each pixel shows the same surface in every valid frame of the sequence: (B, 1, 1, H, W) in [0, 1].
 
     Every frame is compared with the first, not with its neighbour, so slow motion adds up: exp(−max_t
     [(m_t/τ_d)² + (g_t/τ_rgb)² + (median_p g_t/τ_cam)²]), m_t = (ℓ_t − ℓ_0) − median_p(ℓ_t − ℓ_0),
-    g_t = mean_rgb |RGB_t − RGB_0|.
+    g_t = mean_rgb |RGB_t − RGB_0|. noise_scale (B, N) or None: τ_d in units of the teacher's noise, as in
+    `motion_weights`.
     """
     with torch.no_grad():
         d = log_teacher - log_teacher[:, :1]
         m = d - frame_median(d)
-        cost = (m / cfg.still_depth_tau) ** 2
+        cost = (m / (cfg.still_depth_tau * _frames(noise_scale, m))) ** 2
         if rgb is not None:
             g = (rgb - rgb[:, :1]).abs().mean(dim=2, keepdim=True)  # (B, N, 1, H, W)
             # A moving camera changes most of the frame, even where one pixel's depth and colour barely change
@@ -162,6 +183,7 @@ def smoother_losses(
     frame_mask: torch.Tensor | None = None,
     first: int = 0,
     flows: torch.Tensor | None = None,
+    noise_scale: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Named loss terms (scalars, unweighted) plus "total" (weighted sum); formulas in the module docstring.
 
@@ -169,6 +191,8 @@ def smoother_losses(
     (B, N, 1, H, W) in [0, 1]; rgb (B, N, 3, H, W) in [0, 1]; frame_mask (B, N) bool, False = padding.
     first: frames [0, first) are context (see the module docstring). flows (B, N, H, W, 2): optical flow of the RGB,
     frame t → t−1 (`temporal_filter.grid_flows`); with cfg.flow_compensated the frame-to-frame terms follow it.
+    noise_scale (B, N): the model's teacher-noise scale (smoother/noise.py, ≥ 1) the depth taus are multiplied by
+    and the anchor divided by; None = 1 (the taus and the anchor as set).
     Terms needing more frames than given (e.g. accel with N < 3) are 0.
     """
     b, n = residual.shape[:2]
@@ -186,13 +210,18 @@ def smoother_losses(
     if cfg.anchor_mean:
         # A pixel still over the whole sequence: the teacher's mean there is as much "the teacher" as any one
         # frame (the truth did not change), so the anchor lets the model average its flicker and drift.
-        still = still_weight(log_t, None if rgb is None else rgb.float(), valid, cfg)
+        still = still_weight(log_t, None if rgb is None else rgb.float(), valid, cfg, noise_scale)
         w = valid.to(log_t.dtype)[:, :, None, None, None]
         mean = (log_t * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
         anchored = log_r - (log_t + still * (mean - log_t))  # ℓ̂ − ℓ*
     else:
         anchored = residual
-    terms["anchor"] = _masked_mean(conf * rho(anchored), frame_ok)
+    # The anchor is the teacher's likelihood: a Laplace one whose scale is the teacher's noise, so a teacher twice
+    # as noisy is trusted half as much per frame (the temporal terms, a prior on how the truth moves, keep theirs).
+    # With L1 terms on both sides the balance is otherwise scale-free: the same flicker pattern, twice as large,
+    # would be smoothed exactly as much.
+    trust = 1.0 / _frames(noise_scale, anchored) if noise_scale is not None else 1.0
+    terms["anchor"] = _masked_mean(trust * conf * rho(anchored), frame_ok)
     terms["magnitude"] = _masked_mean(residual * residual, frame_ok)
 
     dx_r, dy_r = residual[..., :, 1:] - residual[..., :, :-1], residual[..., 1:, :] - residual[..., :-1, :]
@@ -207,7 +236,7 @@ def smoother_losses(
 
     if n >= 2:
         rgb = None if rgb is None else rgb.float()
-        static, surface, accel_w = motion_weights(log_t, rgb, cfg)
+        static, surface, accel_w = motion_weights(log_t, rgb, cfg, noise_scale=noise_scale)
         pair_ok = valid[:, 1:] & valid[:, :-1] & ends[1:]  # (B, N−1)
         d_ref = log_r[:, 1:] - log_r[:, :-1]  # (B, N−1, 1, H, W)
         terms["temporal_static"] = _masked_mean(static * rho(d_ref), pair_ok)
@@ -231,7 +260,7 @@ def smoother_losses(
         terms["temporal_flow"] = zero
         if flows is not None:
             # The same surface in both frames, moved along the flow: still under camera motion too.
-            static_flow, _, accel_w = motion_weights(log_t, rgb, cfg, flows)
+            static_flow, _, accel_w = motion_weights(log_t, rgb, cfg, flows, noise_scale)
             d_flow = log_r[:, 1:] - previous_frames(log_r, flows)  # (B, N−1, 1, H, W)
             local = d_flow - frame_median(d_flow)  # a frame-wide change (a dolly's, or flicker) is temporal_accel's
             terms["temporal_flow"] = _masked_mean(static_flow * rho(local), pair_ok)

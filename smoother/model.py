@@ -15,6 +15,11 @@ before moved along the optical flow of the low-res RGB (computed by the caller, 
 under camera motion what is left is the teacher's flicker plus occlusions, not the motion itself; pixel by pixel a
 pan looks like change everywhere and the frame-wide flicker is buried in it.
 
+Teacher noise (SmootherConfig.noise_ref, smoother/noise.py): the temporal-change cues are divided by a causal
+running estimate of the teacher's own frame-to-frame noise (never below noise_ref), and its log is a cue, so a
+noisy real network's flicker reads to the model as a quiet teacher's does. The same scale (`SmootherOutput.
+noise_scale`) loosens the filter's reset and the losses' depth taus.
+
 Everything is causal: frame t sees frames ≤ t only. So the same model runs over a training window in
 one call or over a video of any length frame by frame with a fixed-size state (`SmootherState`).
 
@@ -31,10 +36,11 @@ from einops import rearrange
 from torch import nn
 
 from smoother.config import SmootherConfig
+from smoother.noise import NoiseState, noise_scale, running_noise
 from smoother.ssm import Mamba2Block, Mamba2State
 from smoother.temporal_filter import warp_previous
 
-N_PIXEL_INPUTS = 5  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
+N_PIXEL_INPUTS = 6  # per-pixel cues the SSM always sees (see `_pixel_inputs`)
 N_FLOW_INPUTS = 2  # and with SmootherConfig.flow_cues: how far the pixel and the camera moved
 
 
@@ -45,11 +51,12 @@ class SmootherState:
     prev_log_depth: torch.Tensor  # (B, 1, H, W) teacher log-depth of the last frame seen
     prev_rgb: torch.Tensor | None  # (B, 3, H, W) last RGB frame in [0, 1], or None without RGB
     layers: list[Mamba2State]  # one per block, batch P = B·H·W
+    noise: NoiseState  # running estimate of the teacher's temporal noise (smoother/noise.py)
 
     def detach(self) -> SmootherState:
         """Cut the autograd history (truncated backprop between training windows)."""
         rgb = None if self.prev_rgb is None else self.prev_rgb.detach()
-        return SmootherState(self.prev_log_depth.detach(), rgb, [s.detach() for s in self.layers])
+        return SmootherState(self.prev_log_depth.detach(), rgb, [s.detach() for s in self.layers], self.noise.detach())
 
 
 @dataclass
@@ -57,6 +64,7 @@ class SmootherOutput:
     depth: torch.Tensor  # (B, N, 1, H, W) teacher · exp(residual), before the temporal filter
     residual: torch.Tensor  # (B, N, 1, H, W) ΔD in log-depth
     keep: torch.Tensor  # (B, N, 1, H, W) temporal-filter gate in [0, 1]; 0 = pass through
+    noise_scale: torch.Tensor  # (B, N) ≥ 1: the teacher's running noise / noise_ref; scales the filter reset
     state: SmootherState
 
 
@@ -139,12 +147,14 @@ class ResidualSmoother(nn.Module):
         rgb: torch.Tensor | None,
         state: SmootherState | None,
         flows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame cues (B, N, C, H, W) and, for the CNN, (B, N, 7, H, W). Only frames ≤ t are used.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, NoiseState]:
+        """Per-frame cues (B, N, C, H, W), for the CNN (B, N, 7, H, W), the noise scale (B, N) and the noise state
+        after the last frame. Only frames ≤ t are used.
 
         The temporal changes compare each frame with the one before, moved along `flows` when given (camera and
         object motion removed: what is left is the teacher's flicker, occlusions and flow errors), else pixel by
-        pixel."""
+        pixel. They enter in units of the teacher's running noise (smoother/noise.py), so "a change of 2" means
+        the same, flicker or motion, whatever the teacher's noise level; log of the scale says what that level is."""
         b, n, _, h, w = log_d.shape
         prev = log_d[:, 0] if state is None else state.prev_log_depth  # (B, 1, H, W)
         dlog = log_d - warp_previous(log_d, prev, flows)  # temporal change (0 at a video's first frame)
@@ -153,15 +163,21 @@ class ResidualSmoother(nn.Module):
         dlog_global = frame_median(dlog)  # (B, N, 1, 1, 1)
         # How much moves locally once that jump is removed: ~0 for pure flicker, large under camera motion.
         local_motion = frame_median((dlog - dlog_global).abs())
+        # On mostly still content the local change is the teacher's noise: its running mean sets the unit.
+        estimate, noise = running_noise(local_motion[:, :, 0, 0, 0], None if state is None else state.noise,
+                                        self.cfg.noise_span)  # fmt: skip
+        scale = noise_scale(estimate, self.cfg.noise_ref)  # (B, N) ≥ 1
+        unit = scale[:, :, None, None, None].to(log_d.dtype)
+        dlog, dlog_global, local_motion = dlog / unit, dlog_global / unit, local_motion / unit
         centred = log_d - log_d.mean(dim=(3, 4), keepdim=True)  # scene structure, scale-free
-        frame_cues = torch.cat([dlog_global, local_motion], dim=2).expand(b, n, 2, h, w)
-        pixel = torch.cat([dlog, frame_cues, centred, conf], dim=2)  # (B, N, 5, H, W)
+        frame_cues = torch.cat([dlog_global, local_motion, unit.log()], dim=2).expand(b, n, 3, h, w)
+        pixel = torch.cat([dlog, frame_cues, centred, conf], dim=2)  # (B, N, 6, H, W)
         if self.cfg.flow_cues:
             # How far each pixel moved and how far the camera did (frame median): a warped memory is exact for a
             # still camera and blurred, or wrong at occlusions, under fast motion; the cues above no longer say
             # which, since the flow removed the motion from them. Zeros without flow (no RGB).
             speed = log_d.new_zeros(b, n, 1, h, w) if flows is None else flows.norm(dim=-1)[:, :, None]
-            pixel = torch.cat([pixel, speed, frame_median(speed).expand(b, n, 1, h, w)], dim=2)  # (B, N, 7, H, W)
+            pixel = torch.cat([pixel, speed, frame_median(speed).expand(b, n, 1, h, w)], dim=2)  # (B, N, 8, H, W)
         if rgb is None:
             rgb_in, drgb = log_d.new_zeros(b, n, 3, h, w), log_d.new_zeros(b, n, 1, h, w)
         else:
@@ -169,7 +185,7 @@ class ResidualSmoother(nn.Module):
             drgb = (rgb - warp_previous(rgb, prev_rgb, flows)).abs().mean(dim=2, keepdim=True)
             rgb_in = rgb
         cnn = torch.cat([centred, conf, rgb_in, dlog.abs(), drgb], dim=2)  # (B, N, 7, H, W)
-        return pixel, cnn
+        return pixel, cnn, scale, noise
 
     def forward(
         self,
@@ -190,7 +206,7 @@ class ResidualSmoother(nn.Module):
         b, n, _, h, w = depth.shape
         log_d = depth.clamp_min(1e-6).log()
         conf = torch.ones_like(depth) if confidence is None else confidence
-        pixel, cnn = self._pixel_inputs(log_d, conf, rgb, state, flows if self.cfg.flow_cues else None)
+        pixel, cnn, scale, noise = self._pixel_inputs(log_d, conf, rgb, state, flows if self.cfg.flow_cues else None)
         x = pixel
         if self.features is not None:
             feats = self.features(rearrange(cnn, "b n c h w -> (b n) c h w"))
@@ -216,5 +232,6 @@ class ResidualSmoother(nn.Module):
             prev_log_depth=log_d[:, -1],
             prev_rgb=None if rgb is None else rgb[:, -1],
             layers=new_layers,
+            noise=noise,
         )
-        return SmootherOutput(depth=refined, residual=residual, keep=keep, state=new_state)
+        return SmootherOutput(depth=refined, residual=residual, keep=keep, noise_scale=scale, state=new_state)

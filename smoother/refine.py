@@ -402,7 +402,7 @@ def _read(plan: RefinePlan, block: _Block) -> dict[str, np.ndarray]:
     names = [*plan.inputs, *plan.copied] if block.write else plan.inputs
     data = plan.teacher.read(block.start, block.stop, names)
     if block.backward:  # the pre-roll plays the frames in reverse order
-        data = {name: np.ascontiguousarray(value[::-1]) for name, value in data.items()}
+        data = {name: value[::-1].copy() for name, value in data.items()}
     return data
 
 

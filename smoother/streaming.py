@@ -5,7 +5,7 @@ state out. No stores, no threads (smoother/refine.py streams stores through `ref
                                        (its motion cues follow the optical flow of the grid RGB, as in training)
     guided upsample of ΔD (guide: teacher log-depth) ─▶ ΔD (H, W)
     temporal filter of log teacher + ΔD at (H, W), gate k upsampled, its memory warped along the RGB's optical
-    flow (smoother/temporal_filter.py) ─▶ refined log-depth
+    flow, its reset scaled by the model's teacher-noise estimate (smoother/temporal_filter.py) ─▶ refined log-depth
     refined depth = teacher depth · exp(refined log-depth − log teacher)
 
 State: the model's `SmootherState`, the filter's last frame and the last grey images (the flow into the next chunk)
@@ -128,6 +128,7 @@ def store_residual(
         detail=detail,
         reset=cfg.filter_reset,
         flows=flows,
+        reset_scale=out.noise_scale,  # the reset in units of the teacher's noise, as in training
     )
     return corrected[0, :, 0], filtered, gray
 

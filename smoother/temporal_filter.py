@@ -9,9 +9,10 @@ gate k ∈ [0, 1] the model predicts on its grid from everything it knows (motio
     ℓ_refined = y
 
 k = 0 passes x through (an untrained model, whose head is zero, returns the teacher exactly); k → 1 holds it
-(still pixels: flicker, noise and drift average out). The reset term (τ = SmootherConfig.filter_reset) opens it
-per pixel where the value jumps by more than ~τ from the estimate (a moving edge, a disocclusion), finer than
-the grid the model sees. Like a motion-gated EMA, but with a gate learned from the losses.
+(still pixels: flicker, noise and drift average out). The reset term (τ = SmootherConfig.filter_reset, times the
+model's teacher-noise scale s_t ≥ 1 of smoother/noise.py) opens it per pixel where the value jumps by more than
+~τ from the estimate (a moving edge, a disocclusion), finer than the grid the model sees. Like a motion-gated
+EMA, but with a gate learned from the losses.
 
 Motion compensation (SmootherConfig.flow_warp): before each frame the memory y_{t−1} is warped along the optical
 flow of the RGB from frame t to t−1 (`memory_flows`), ŷ(p) = y_{t−1}(p + f(p)), and ŷ replaces y_{t−1} above, so
@@ -86,11 +87,14 @@ def gated_recursion(
     prev: torch.Tensor | None = None,
     reset: float = 0.0,
     flows: torch.Tensor | None = None,
+    reset_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """y_t = κ_t · ŷ_{t−1} + (1 − κ_t) · x_t along dim 1, κ_t = keep_t · exp(−((x_t − ŷ_{t−1}) / reset)²).
+    """y_t = κ_t · ŷ_{t−1} + (1 − κ_t) · x_t along dim 1, κ_t = keep_t · exp(−((x_t − ŷ_{t−1}) / (reset·s_t))²).
 
     x, keep (B, N, ...) with keep in [0, 1]; prev (B, ...) the filtered value of the frame before the first, or
     None at a video's start (then y_{−1} = x_0, so frame 0 passes unchanged); reset 0 = no reset term.
+    reset_scale (B, N) or None (1): s_t, the teacher's noise in units of SmootherConfig.noise_ref
+    (smoother/noise.py), so a jump resets the pixel only when it is large for this teacher's flicker.
     flows (B, N, H, W, 2) or None: flows[:, t] warps y_{t−1} into frame t (`warp_backward_clamped`), ŷ = warped memory;
     None: ŷ = y (no motion compensation). Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for
     the next call. A Python loop over frames: N is a window (training) or a chunk (refinement), and each step is
@@ -103,7 +107,8 @@ def gated_recursion(
             y = warp_backward_clamped(y, flows[:, t])
         k = keep[:, t]
         if reset > 0:  # a pixel whose value jumped (motion, disocclusion) takes the new value
-            k = k * torch.exp(-(((x[:, t] - y).detach() / reset) ** 2))
+            tau = reset if reset_scale is None else reset * reset_scale[:, t].reshape(-1, *([1] * (y.ndim - 1)))
+            k = k * torch.exp(-(((x[:, t] - y).detach() / tau) ** 2))
         y = k * y + (1 - k) * x[:, t]
         out.append(y)
     return torch.stack(out, dim=1), y
@@ -119,14 +124,15 @@ def apply_filter(
     detail: torch.Tensor | None = None,
     reset: float = 0.0,
     flows: torch.Tensor | None = None,
+    reset_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's correction after the temporal filter (SmootherConfig.temporal_filter = mode), and its memory.
 
     log_depth, residual, keep (B, N, 1, H, W), shaped like the model's outputs: the log-depth the correction is
     relative to, the model's correction and its gate in [0, 1]. "full" filters all of the corrected log-depth;
     "detail" filters only `detail` (B, N, 1, H, W), the band finer than the model's grid, and adds its change to the
-    residual; "off" returns the residual unchanged. prev (B, H, W), reset and flows (B, N, H, W, 2) as in
-    `gated_recursion`, which runs on (B, N, H, W): the warp moves whole frames.
+    residual; "off" returns the residual unchanged. prev (B, H, W), reset, flows (B, N, H, W, 2) and reset_scale
+    (B, N) as in `gated_recursion`, which runs on (B, N, H, W): the warp moves whole frames.
     Returns (correction (B, N, 1, H, W) relative to log_depth, the filter's last frame (B, H, W) for the next call).
     """
     if mode == "off":
@@ -134,11 +140,11 @@ def apply_filter(
     keep = keep[:, :, 0]
     if mode == "full":
         corrected = (log_depth + residual)[:, :, 0]
-        filtered, prev = gated_recursion(corrected, keep, prev, reset, flows)
+        filtered, prev = gated_recursion(corrected, keep, prev, reset, flows, reset_scale)
         return filtered[:, :, None] - log_depth, prev
     if detail is None:
         raise ValueError("apply_filter('detail') needs the detail band")
     detail = detail[:, :, 0]
-    filtered, prev = gated_recursion(detail, keep, prev, reset, flows)
+    filtered, prev = gated_recursion(detail, keep, prev, reset, flows, reset_scale)
     # the residual is added last: this order of ops fixes autograd's order of gradient sums (training's rounding)
     return residual + (filtered - detail)[:, :, None], prev

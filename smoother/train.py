@@ -8,7 +8,8 @@ residual passed through its gated temporal filter (smoother/temporal_filter.py),
 flow of the window's low-res RGB as in refinement (SmootherConfig.flow_warp), gives the correction the losses
 judge. The same flow (`grid_flows`, once per batch) feeds the model's motion cues (SmootherConfig.flow_cues) and
 the flow-compensated temporal losses (LossConfig.flow_compensated). Per-pixel noise hidden from the model
-(`unseen_noise`) stands in for the store-resolution noise that only the filter can remove.
+(`unseen_noise`, in units of the teacher's own noise: smoother/noise.py) stands in for the store-resolution noise
+that only the filter can remove.
 
 Ground truth is never read (smoother/dataset.py reads depth, confidence and rgb only). AdamW with no weight
 decay on biases, norms and the SSM's `_no_weight_decay` parameters; linear warm-up then cosine decay to
@@ -54,9 +55,10 @@ from steadydepth.errors import InputError
 __all__ = ["TRAIN_VERSION", "TrainResult", "load_smoother", "needs_flows", "param_groups", "train"]
 
 # Bump when the same config and data would train different weights (2: the filter's memory follows the RGB's
-# optical flow in training too; 3: flow-compensated motion cues and losses). Part of the training cache key; a
-# checkpoint of another version never resumes.
-TRAIN_VERSION = 3
+# optical flow in training too; 3: flow-compensated motion cues and losses; 4: thresholds in units of the
+# teacher's own noise, smoother/noise.py). Part of the training cache key; a checkpoint of another version never
+# resumes.
+TRAIN_VERSION = 4
 
 StepFn = Callable[[int, dict[str, float]], None]
 
@@ -276,16 +278,17 @@ def _train_step(run: _Run, *, use_flows: bool, amp: bool) -> tuple[dict[str, flo
     noise = unseen_noise(batch.depth, tc.hidden_noise if cfg.smoother.temporal_filter != "off" else 0.0)
     flows = grid_flows(batch.rgb)[0] if batch.rgb is not None and use_flows else None
     with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
-        residual = _forward(run.model, context, window, noise, flows)
+        residual, scale = _forward(run.model, context, window, noise, flows)
     losses = smoother_losses(
         residual,
-        batch.depth * torch.exp(noise),
+        batch.depth * torch.exp(noise * _frames(scale)),
         cfg.loss,
         confidence=batch.confidence,
         rgb=batch.rgb,
         frame_mask=batch.valid,
         first=batch.context,
         flows=flows,
+        noise_scale=scale,
     )
     run.opt.zero_grad(set_to_none=True)
     losses["total"].backward()
@@ -322,14 +325,16 @@ def _forward(
     window: Batch,
     noise: torch.Tensor | None = None,
     flows: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus `noise`:
-    the residual passed through the gated temporal filter (`apply_filter`), whose input holds the noise the model
-    did not see. Burn-in frames run without gradients, then the window continues from their model and filter
-    state. flows (B, context + window, h, w, 2): `grid_flows` of the batch's RGB, or None; the model's motion cues
-    (SmootherConfig.flow_cues) and the filter's memory (flow_warp) follow it, as in refinement."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-depth correction (B, context + window, 1, h, w) on the model grid relative to the teacher plus the hidden
+    noise: the residual passed through the gated temporal filter (`apply_filter`), whose input holds the noise the
+    model did not see, `noise` times the model's teacher-noise scale. Burn-in frames run without gradients, then the
+    window continues from their model and filter state. flows (B, context + window, h, w, 2): `grid_flows` of the
+    batch's RGB, or None; the model's motion cues (SmootherConfig.flow_cues) and the filter's memory (flow_warp)
+    follow it, as in refinement. Also the model's teacher-noise scale (B, context + window) (smoother/noise.py),
+    for the losses' thresholds."""
     cfg = model.cfg
-    state, prev, parts, first = None, None, [], 0
+    state, prev, parts, scales, first = None, None, [], [], 0
     for part, grad in ((context, False), (window, True)):
         if part is None:
             continue
@@ -338,7 +343,8 @@ def _forward(
         with torch.set_grad_enabled(grad):
             out = model(part.depth, part.confidence, part.rgb, state=state, flows=part_flows)
             log_d = part.depth.clamp_min(1e-6).log()
-            unseen = 0.0 if noise is None else noise[:, first : first + n]
+            # the hidden noise is in units of the teacher's own noise: a noisy teacher's sub-grid noise is larger too
+            unseen = 0.0 if noise is None else noise[:, first : first + n] * _frames(out.noise_scale)
             detail = None
             if cfg.temporal_filter == "detail":  # the band one octave below the grid plays the sub-grid detail
                 detail = detail_band(log_d) + unseen
@@ -351,10 +357,17 @@ def _forward(
                 detail=detail,
                 reset=cfg.filter_reset,
                 flows=part_flows if cfg.flow_warp else None,
+                reset_scale=out.noise_scale.to(log_d.dtype),
             )
             parts.append(correction)
+        scales.append(out.noise_scale)
         state, first = out.state, first + n
-    return torch.cat(parts, dim=1)
+    return torch.cat(parts, dim=1), torch.cat(scales, dim=1).float()
+
+
+def _frames(scale: torch.Tensor) -> torch.Tensor:
+    """Per-frame scale (B, N) as (B, N, 1, 1, 1), detached, to multiply a (B, N, C, h, w) tensor by."""
+    return scale.detach()[:, :, None, None, None]
 
 
 def _mean_losses(recent: deque) -> dict[str, float]:

@@ -44,10 +44,11 @@ def _config(args: argparse.Namespace, extra: dict | None = None) -> Config:
 def _print_ingest_summary(summary: dict) -> None:
     rows = summary["stores"]
     if rows:
-        print(f"\n{'video':<28} {'frames':>6} {'chunks new/skipped':>19} {'seconds':>8}  store")
+        print(f"\n{'video':<28} {'frames':>6} {'chunks new/skipped':>19} {'bad px/frames':>14} {'seconds':>8}  store")
         for r in rows:
             chunks = f"{r['chunks_written']}/{r['chunks_skipped']}"
-            print(f"{r['name']:<28} {r['num_frames']:>6} {chunks:>19} {r['seconds']:>8.1f}  {r['store_uri']}")
+            bad = f"{r.get('invalid_pixels_total', 0)}/{r.get('invalid_frames', 0)}"
+            print(f"{r['name']:<28} {r['num_frames']:>6} {chunks:>19} {bad:>14} {r['seconds']:>8.1f}  {r['store_uri']}")
     _print_failures(summary["failures"])
 
 

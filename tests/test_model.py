@@ -80,12 +80,12 @@ def test_output_is_positive_and_gradients_reach_every_parameter():
 def test_frame_wide_cue_sees_scale_jumps_but_not_a_near_object_moving():
     """The "did the whole frame jump" input is a median: a close object entering a third of the frame is
     local motion, not a scale jump (a frame mean would report it as a jump of ~0.3 · log 4)."""
-    model = ResidualSmoother(SmootherConfig())
+    model = ResidualSmoother(SmootherConfig(noise_ref=0))  # cues in log units (no teacher-noise scaling)
     depth = torch.full((1, 3, 1, 6, 9), 4.0)
     depth[:, 1] *= 1.1  # frame 1: the whole frame jumps by 10 %
     depth[:, 2] = depth[:, 1]
     depth[:, 2, :, :, :3] = 1.0  # frame 2: a near object covers the left third
-    pixel, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
+    pixel, *_ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
     dlog_global, local_motion = pixel[0, :, 1, 0, 0], pixel[0, :, 2, 0, 0]  # per frame
     torch.testing.assert_close(dlog_global, torch.tensor([0.0, torch.log(torch.tensor(1.1)).item(), 0.0]))
     torch.testing.assert_close(local_motion, torch.zeros(3))  # most pixels did not move
@@ -93,7 +93,7 @@ def test_frame_wide_cue_sees_scale_jumps_but_not_a_near_object_moving():
     ramp = 2.0 + 0.5 * torch.arange(12.0)
     depth[0, 1, 0] = ramp[None, 2:11]
     depth[0, 2, 0] = ramp[None, :9]
-    pixel, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
+    pixel, *_ = model._pixel_inputs(depth.log(), torch.ones_like(depth), None, None)
     assert pixel[0, 2, 2, 0, 0] > 0.05
 
 
@@ -110,9 +110,9 @@ def test_flow_cues_see_the_teacher_flicker_under_a_pan_and_stream_with_the_flows
     flows[:, 1:, ..., 0] = 1.0  # frame t samples frame t−1 one pixel to the right; frame 0 has no frame before
     colour = torch.stack([wall[:, t : t + w] for t in range(n)]) / wall.amax()  # the scene's colour does not flicker
     rgb = colour[None, :, None].expand(1, n, 3, h, w).contiguous()
-    cfg = SmootherConfig(d_model=16, headdim=8, chunk_size=2)
+    cfg = SmootherConfig(d_model=16, headdim=8, chunk_size=2, noise_ref=0)
     model = ResidualSmoother(cfg)
-    pixel, cnn = model._pixel_inputs(depth.log(), torch.ones_like(depth), rgb, None, flows)
+    pixel, cnn, *_ = model._pixel_inputs(depth.log(), torch.ones_like(depth), rgb, None, flows)
     dlog = pixel[0, :, 0, :, : w - 1]  # (n, h, w − 1): the last column's content left the view
     expected = torch.zeros(n, h, w - 1)
     expected[2] = math.log(1.1)
@@ -122,9 +122,9 @@ def test_flow_cues_see_the_teacher_flicker_under_a_pan_and_stream_with_the_flows
     assert cnn[0, 1:, 6, :, : w - 1].amax() < 1e-5  # nor any colour change
     speed = torch.ones(n, h, w)
     speed[0] = 0.0  # no frame before the first
-    torch.testing.assert_close(pixel[0, :, 5], speed)  # how far each pixel moved (px per frame)
-    torch.testing.assert_close(pixel[0, :, 6], speed)  # and the camera (frame median)
-    plain, _ = model._pixel_inputs(depth.log(), torch.ones_like(depth), rgb, None)
+    torch.testing.assert_close(pixel[0, :, 6], speed)  # how far each pixel moved (px per frame)
+    torch.testing.assert_close(pixel[0, :, 7], speed)  # and the camera (frame median)
+    plain, *_ = model._pixel_inputs(depth.log(), torch.ones_like(depth), rgb, None)
     assert plain[0, 1, 2, 0, 0] > 0.05  # pixel by pixel the pan is local motion
     # streaming: two calls with the flows split as the frames are equal one call
     _randomise_head(model)

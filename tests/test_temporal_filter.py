@@ -127,3 +127,8 @@ def test_apply_filter_modes():
     torch.testing.assert_close(out, residual + filtered[:, :, None] - detail)
     out, _ = apply_filter("full", log_d, residual, torch.zeros_like(keep))
     torch.testing.assert_close(out, residual)  # k = 0: the model's correction unchanged
+    # the reset in units of the teacher's noise (smoother/noise.py) reaches the recursion
+    scale = 1 + 3 * torch.rand(2, 6, generator=g)
+    out, _ = apply_filter("full", log_d, residual, keep, prev, reset=0.5, reset_scale=scale)
+    filtered, _ = gated_recursion((log_d + residual)[:, :, 0], keep[:, :, 0], prev, 0.5, reset_scale=scale)
+    torch.testing.assert_close(out, filtered[:, :, None] - log_d)

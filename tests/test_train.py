@@ -115,6 +115,11 @@ def test_checkpoint_round_trip_and_result(tmp_path):
     del legacy["config"]["smoother"]["flow_cues"], legacy["config"]["loss"]["flow_compensated"]
     save_checkpoint(tmp_path / "legacy.pt", legacy)
     assert model.cfg.flow_cues and not load_smoother(tmp_path / "legacy.pt").cfg.flow_cues
+    # weights from before a model input was added (the teacher-noise cue): one clear line, not a torch traceback
+    legacy["model"]["inp.weight"] = legacy["model"]["inp.weight"][:, 1:]
+    save_checkpoint(tmp_path / "narrow.pt", legacy)
+    with pytest.raises(InputError, match=r"narrow.pt holds weights .*inp.weight.*retrain"):
+        load_smoother(tmp_path / "narrow.pt")
     # a checkpoint from a version whose config had another field: one clear line, for loading and for resuming
     ckpt["config"]["smoother"]["detail_filter"] = True
     old = tmp_path / "old" / "last.pt"
@@ -158,8 +163,8 @@ def test_burn_in_forward_equals_one_pass_and_trains_only_the_window(tmp_path, fl
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-trivial residual
     torch.nn.init.constant_(model.head.bias, 0.5)  # and an open temporal filter (k ≈ 0.5)
     context, window = batch.split()
-    residual = _forward(model, context, window, flows=flows)
-    one_pass = _forward(model, None, batch, flows=flows)  # the model and the filter over all frames at once
+    residual, _ = _forward(model, context, window, flows=flows)
+    one_pass, _ = _forward(model, None, batch, flows=flows)  # the model and the filter over all frames at once
     torch.testing.assert_close(residual, one_pass, rtol=1e-4, atol=1e-5)
     k = batch.context
     (g_context,) = torch.autograd.grad(residual[:, :k].sum(), model.head.weight, retain_graph=True)
@@ -205,13 +210,13 @@ def test_training_forward_runs_the_filter_along_the_flow():
         model.head.bias.copy_(torch.tensor([0.0, 0.9]))  # ΔD = 0, gate k = 0.9 (holds strongly)
     _, window = batch.split()
     flows = grid_flows(batch.rgb)[0]
-    warped = _forward(model, None, window, flows=flows)
+    warped, _ = _forward(model, None, window, flows=flows)
     out = model(batch.depth, batch.confidence, batch.rgb, flows=flows)
     x = batch.depth.log()[:, :, 0]
-    expected, _ = gated_recursion(x, out.keep[:, :, 0], None, TINY.filter_reset, flows)
+    expected, _ = gated_recursion(x, out.keep[:, :, 0], None, TINY.filter_reset, flows, out.noise_scale)
     torch.testing.assert_close(warped[:, :, 0], expected - x)
     plain = ResidualSmoother(TINY.model_copy(update={"flow_warp": False}))
     plain.load_state_dict(model.state_dict())
-    unwarped = _forward(plain, None, window, flows=flows)
+    unwarped, _ = _forward(plain, None, window, flows=flows)
     lag = lambda residual: residual[:, 4:, 0, 4:-4, 6:-6].abs().mean()  # noqa: E731  (drift from the teacher)
     assert lag(warped) < 0.3 * lag(unwarped), (lag(warped), lag(unwarped))
