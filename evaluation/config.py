@@ -28,6 +28,19 @@ class EvaluateConfig(Section):
         default=list(GATE_FLICKER_METRICS),
         description="flicker metric used by the gate: the first one both sides have",
     )
+    # 3: a smoother trained on a real network's depth (7-Scenes, mobilePydnet++) drifts up to 2.2 bands from it
+    # over 30 frames while improving AbsRel 0.27 -> 0.23; a 10 % scale error against a stable teacher still fails.
+    agreement_k: float = Field(
+        default=3.0,
+        gt=0,
+        description="teacher agreement: |scale bias| and scale drift must stay within agreement_k × the teacher band",
+    )
+    agreement_floor: float = Field(
+        default=0.01, ge=0, description="teacher agreement: the smallest limit (log units, about 1 %)"
+    )
+    agreement_window: int = Field(
+        default=30, ge=1, description="teacher agreement: frames in the windowed mean that measures scale drift"
+    )
     alignment: Literal["none", "median", "lstsq_disparity"] = Field(
         default="none", description="per-sequence alignment before accuracy/TAE; none for metric depth"
     )

@@ -9,8 +9,10 @@ What is measured depends on what the teacher store holds:
   gt_depth + pose → TAE (with the store's K) and static flicker on static pixels from GT;
 - rgb → OPW twice: `opw` (per-frame normalisation, as NVDS; blind to global scale flicker) and `opw_sequence`
   (one normalisation per video, so scale flicker counts);
-- always frame_change.
-Without GT no accuracy, TAE or static flicker appears; only the flow-based OPW and frame_change.
+- always frame_change, and teacher agreement (evaluation.agreement: scale_bias, scale_drift, teacher_band; the
+  refined store's streamed from the stores, the teacher's own trivially 0).
+Without GT no accuracy, TAE or static flicker appears; only the flow-based OPW, frame_change and teacher agreement,
+which is then the gate's only guard against a model that drifts off the teacher's scale.
 
 Static pixels (`evaluation.metrics.static_mask_from_gt` with the GT poses): pixels valid in every frame whose GT
 stays within `static_rel_tol` of its temporal median, and only when the camera is static (every pose within
@@ -31,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.agreement import store_agreement, teacher_agreement
 from evaluation.baselines import BASELINES, run_baselines
 from evaluation.config import EvaluateConfig
-from evaluation.gate import evaluate_gate
+from evaluation.gate import GateResult, evaluate_gate
 from evaluation.metric_names import metrics_in_order
 from evaluation.metrics import evaluate_sequence, flow_warps, mean_over_sequences, opw, static_mask_from_gt
 from evaluation.results import EvaluationReport, VideoData
@@ -41,7 +44,7 @@ from steadydepth.errors import InputError
 from storage.depth_store import DepthStore
 from storage.naming import video_name
 
-EVALUATE_VERSION = 1  # bump when the metrics, baselines or gate change: part of the evaluation's cache key
+EVALUATE_VERSION = 2  # bump when the metrics, baselines or gate change: part of the evaluation's cache key
 REPORT_FILES = ("report.md", "metrics.json")  # what a finished evaluation leaves in its folder
 
 
@@ -107,6 +110,26 @@ def evaluate_method(pred: np.ndarray, video: VideoData, cfg: EvaluateConfig) -> 
     return {k: out[k] for k in metrics_in_order(out)}
 
 
+def method_agreement(
+    video: VideoData,
+    teacher_uri: str,
+    refined_uri: str | None,
+    cfg: EvaluateConfig,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Teacher agreement of every method of one video: the refined store's streamed, the in-memory methods' direct."""
+    teacher = video.depth["teacher"]
+    out = {}
+    for method, depth in video.depth.items():
+        if method == "refined" and refined_uri is not None:
+            out[method] = store_agreement(
+                teacher_uri, refined_uri, window=cfg.agreement_window, storage_options=storage_options
+            )
+        else:
+            out[method] = teacher_agreement(teacher, depth, window=cfg.agreement_window)
+    return out
+
+
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
     """Drop undefined (NaN) metrics, so the gate falls through to the next flicker metric both sides have."""
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
@@ -148,6 +171,8 @@ def evaluate_dataset(
         video.name = name
         methods = list(video.depth)
         per_video[name] = {m: evaluate_method(d, video, cfg) for m, d in video.depth.items()}
+        for method, values in method_agreement(video, t_uri, r_uri, cfg, storage_options).items():
+            per_video[name][method].update(values)  # agreement metrics come last in report order too
         info[name] = {
             "teacher_store": t_uri,
             "refined_store": r_uri,
@@ -164,8 +189,13 @@ def evaluate_dataset(
 
     means = {m: mean_over_sequences(per_video[v][m] for v in names) for m in methods}
     teacher_means = _finite(means["teacher"])
-    gate = evaluate_gate(teacher_means, _finite(means["refined"]), cfg) if "refined" in means else None
-    baseline_gates = {m: evaluate_gate(teacher_means, _finite(means[m]), cfg) for m in methods if m in BASELINES}
+
+    def gate_of(method: str) -> GateResult:
+        agreement = {v: per_video[v][method] for v in names}  # judged per video, not on the means
+        return evaluate_gate(teacher_means, _finite(means[method]), cfg, agreement)
+
+    gate = gate_of("refined") if "refined" in means else None
+    baseline_gates = {m: gate_of(m) for m in methods if m in BASELINES}
     report = EvaluationReport(
         videos=names,
         methods=methods,

@@ -16,10 +16,15 @@ class Metric(NamedTuple):
 
     name: str
     label: str
-    kind: Literal["accuracy", "flicker"]  # per-frame accuracy against GT, or temporal stability (lower = steadier)
-    gate: bool = False  # the promotion gate judges it (accuracy check, or a flicker metric it may choose)
+    # per-frame accuracy against GT, temporal stability (lower = steadier), or agreement with the teacher's scale
+    kind: Literal["accuracy", "flicker", "agreement"]
+    gate: bool = False  # the promotion gate judges it (accuracy check, a flicker metric it may choose, agreement)
     suite: bool = True  # measured by `evaluate_sequence`; False: a variant the evaluation driver adds
 
+
+SCALE_BIAS = "scale_bias"  # mean over frames of the refined depth's median log-ratio to the teacher
+SCALE_DRIFT = "scale_drift"  # the largest |windowed mean| of that log-ratio
+TEACHER_BAND = "teacher_band"  # the teacher's median |frame-to-frame change| of its median log depth
 
 METRICS: tuple[Metric, ...] = (
     Metric("absrel", "AbsRel", "accuracy", gate=True),
@@ -35,6 +40,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("opw", "OPW (frame norm.)", "flicker", gate=True),
     Metric("opw_sequence", "OPW (seq. norm.)", "flicker", suite=False),  # OPW with one normalisation per video
     Metric("frame_change", "frame change", "flicker", gate=True),
+    # teacher agreement (evaluation/agreement.py, log units, no GT): the gate's accuracy guard when GT is absent
+    Metric(SCALE_BIAS, "scale bias (log)", "agreement", gate=True, suite=False),
+    Metric(SCALE_DRIFT, "scale drift (log)", "agreement", gate=True, suite=False),
+    Metric(TEACHER_BAND, "teacher band (log)", "agreement", suite=False),
 )
 
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
@@ -43,6 +52,7 @@ ACCURACY_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.kind == "
 SUITE_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.suite)
 GATE_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.gate)
 GATE_FLICKER_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.gate and m.kind == "flicker")
+AGREEMENT_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.kind == "agreement")
 
 # Literal[tuple] is Literal[*names]: the config validates against the same names (built at import, not spelled out)
 GateFlickerMetric = Literal[GATE_FLICKER_METRICS]  # type: ignore[valid-type]

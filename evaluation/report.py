@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from evaluation.baselines import baseline_params
 from evaluation.config import EvaluateConfig
 from evaluation.gate import GateResult
-from evaluation.metric_names import METRIC_LABELS, metrics_in_order
+from evaluation.metric_names import AGREEMENT_METRICS, METRIC_LABELS, metrics_in_order
 from evaluation.results import EvaluationReport, VideoData
 
 METHOD_LABELS = {
@@ -134,7 +134,8 @@ def write_markdown(report: EvaluationReport, cfg: EvaluateConfig) -> None:
         lines.append("")
     lines += [f"## Dataset mean ({len(report.videos)} videos)", "", *metrics_table(report.means, metrics), ""]
     if len(report.means) > 1:
-        lines += ["Change vs the teacher:", "", *relative_table(report.means, metrics), ""]
+        relative = [m for m in metrics if m not in AGREEMENT_METRICS]  # already relative to the teacher
+        lines += ["Change vs the teacher:", "", *relative_table(report.means, relative), ""]
     lines += ["## Per video", ""]
     for name in report.videos:
         info = report.video_info[name]
@@ -165,7 +166,11 @@ def write_markdown(report: EvaluationReport, cfg: EvaluateConfig) -> None:
         f"- OPW with OpenCV {cfg.flow} flow: 'frame norm.' as NVDS (blind to global scale flicker), 'seq. norm.' one "
         "normalisation per video. Frame change = mean |D_t − D_t−1| / D_t−1.",
         f"- Baselines (causal, on the teacher depth): {params}.",
-        f"- Gate: AbsRel ≤ teacher + {cfg.absrel_tolerance}, δ1 ≥ teacher − {cfg.delta1_tolerance}, first of "
+        "- Teacher agreement (no GT needed, log units): r_t = median log(D / D_teacher) per frame; scale bias = "
+        f"mean r_t, scale drift = max |mean r_t| over {cfg.agreement_window}-frame windows, teacher band = median "
+        "|Δ median log D_teacher| between frames. The gate judges them per video (dataset means may cancel).",
+        f"- Gate: AbsRel ≤ teacher + {cfg.absrel_tolerance}, δ1 ≥ teacher − {cfg.delta1_tolerance}; on every video "
+        f"|scale bias| and scale drift ≤ max({cfg.agreement_k:g} × teacher band, {cfg.agreement_floor:g}); first of "
         f"{cfg.flicker_metrics} defined for both at least {100 * cfg.min_flicker_reduction:g}% lower.",
         "",
     ]

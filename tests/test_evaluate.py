@@ -1,4 +1,5 @@
-"""evaluate_dataset end to end on tiny synthetic-teacher stores: gate, report files, no-GT mode, baselines, plots."""
+"""evaluate_dataset end to end on tiny synthetic-teacher stores: gate, report files, no-GT mode, baselines, plots,
+and the teacher-agreement check that refuses a drifting model without GT."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.agreement import store_agreement, teacher_agreement
 from evaluation.config import EvaluateConfig
 from evaluation.evaluate import evaluate_dataset
+from evaluation.metric_names import AGREEMENT_METRICS
 from evaluation.metrics import evaluate_sequence, opw, static_mask_from_gt
 from evaluation.report import fmt
 from steadydepth.config import load_config
 from storage.depth_store import DepthStore
 
 CFG = EvaluateConfig(max_depth=10.0)
-FLOW_KEYS = {"opw", "opw_sequence", "frame_change"}
+FLOW_KEYS = {"opw", "opw_sequence", "frame_change", *AGREEMENT_METRICS}  # what needs no GT
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,9 @@ def test_ground_truth_refined_beats_the_teacher_and_passes_the_gate(gt_report):
     means = gt_report.means
     assert gt_report.gate is not None and gt_report.gate.passed, gt_report.gate.summary()
     assert gt_report.gate.flicker_metric == "tae"
+    # with GT, agreement is an extra check: the GT sits off the teacher by less than the teacher's own scale band
+    assert [r.split()[1] for r in gt_report.gate.reasons] == ["AbsRel", "delta1", "teacher", "tae"]
+    assert gt_report.gate.reasons[2].startswith("PASS teacher agreement (")
     assert means["refined"]["absrel"] == 0.0 and means["refined"]["delta1"] == 1.0
     assert means["refined"]["tae"] < 0.5 * means["teacher"]["tae"]
     static = gt_report.per_video["01-static-camera"]
@@ -114,7 +120,10 @@ def test_files_hold_the_numbers_evaluate_sequence_gives(gt_report, teacher_store
 
     saved = json.loads(Path(gt_report.metrics_path).read_text())
     teacher = saved["per_video"]["01-static-camera"]["teacher"]
-    assert set(teacher) == set(direct)
+    assert set(teacher) == set(direct) | set(AGREEMENT_METRICS)
+    assert teacher["scale_bias"] == teacher["scale_drift"] == 0  # the teacher agrees with itself
+    band = teacher_agreement(d["depth"], d["depth"], window=CFG.agreement_window)["teacher_band"]
+    assert teacher["teacher_band"] == pytest.approx(band, rel=1e-12)
     for key, value in direct.items():
         assert teacher[key] == pytest.approx(value, rel=1e-12), key
     assert saved["means"]["teacher"]["absrel"] == pytest.approx(gt_report.means["teacher"]["absrel"])
@@ -156,3 +165,114 @@ def test_plots_are_written(gt_report):
         data = Path(p).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 1000, p
     assert np.all([f"plots/{Path(p).name}" in Path(gt_report.report_path).read_text() for p in gt_report.plot_paths])
+
+
+# ------------------------------------------------------------------------ teacher agreement without GT
+
+T, H, W, CHUNK = 40, 32, 40, 8
+
+
+def _teacher_depth(scale_jitter: float, seed: int = 0) -> np.ndarray:
+    """A still scene seen by a teacher with per-frame global scale jitter and 2 % per-pixel noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    scene = 1.0 + 4.0 * (yy / H) + 0.5 * np.sin(xx / 3.0)
+    log_noise = scale_jitter * rng.standard_normal((T, 1, 1)) + 0.02 * rng.standard_normal((T, H, W))
+    return (scene * np.exp(log_noise)).astype(np.float32)
+
+
+def _ema(depth: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """An honest smoother: a causal EMA in log depth."""
+    out, acc = np.empty_like(depth), np.log(depth[0].astype(np.float64))
+    for t in range(len(depth)):
+        acc = alpha * np.log(depth[t]) + (1 - alpha) * acc
+        out[t] = np.exp(acc)
+    return out
+
+
+def write_store(uri: str, depth: np.ndarray, kind: str) -> str:
+    """A store of `depth` (T, H, W) without GT, pose or RGB, in chunks of CHUNK frames."""
+    n = len(depth)
+    attrs = {"source_hash": "agreement", "config_hash": kind, "kind": kind}
+    store = DepthStore.create(uri, num_frames=n, height=H, width=W, chunk_frames=CHUNK, attrs=attrs)
+    K = np.tile(np.array([[20.0, 0, W / 2], [0, 20.0, H / 2], [0, 0, 1]], dtype=np.float32), (n, 1, 1))
+    for i in range(store.num_chunks):
+        a, b = store.chunk_bounds(i)
+        store.write_chunk(i, depth=depth[a:b], K=K[a:b], timestamp=np.arange(a, b) / 30.0, frame_index=np.arange(a, b))
+    store.finalize()
+    return uri
+
+
+RAMP = np.arange(T, dtype=np.float64)[:, None, None]
+MODELS = {  # "refined" depth made from the teacher's
+    "honest": lambda d: _ema(d),
+    "over-scaled": lambda d: 1.1 * _ema(d),  # a constant 10 % scale error
+    "drifting": lambda d: _ema(d) * np.exp(0.004 * RAMP),  # 0.4 % a frame: +17 % by the last frame
+    "zero-mean drift": lambda d: _ema(d) * np.exp(0.005 * (RAMP - (T - 1) / 2)),  # −10 % .. +10 %, no mean bias
+}
+
+
+def _gate(tmp_path: Path, model: str, scale_jitter: float, cfg: EvaluateConfig | None = None):
+    teacher = _teacher_depth(scale_jitter)
+    t_uri = write_store(str(tmp_path / "clip.teacher.zarr"), teacher, "teacher")
+    r_uri = write_store(str(tmp_path / "clip.refined.zarr"), MODELS[model](teacher).astype(np.float32), "refined")
+    cfg = cfg or EvaluateConfig()
+    return evaluate_dataset([t_uri], [r_uri], cfg, str(tmp_path / "eval"), baselines=False, plots=False)
+
+
+def _agreement_reason(report) -> str:
+    (reason,) = [r for r in report.gate.reasons if "teacher agreement" in r]
+    return reason
+
+
+def test_an_honest_smoother_passes_without_ground_truth(tmp_path):
+    report = _gate(tmp_path, "honest", scale_jitter=0.003)
+    assert report.gate.passed, report.gate.summary()
+    assert report.gate.flicker_metric == "frame_change"  # no GT: flicker is frame change, accuracy is agreement
+    assert _agreement_reason(report).startswith("PASS teacher agreement (clip)")
+    row = report.per_video["clip"]["refined"]
+    assert abs(row["scale_bias"]) < 0.002 and row["scale_drift"] < 0.003 and row["teacher_band"] < 0.01
+
+
+@pytest.mark.parametrize("model", ["over-scaled", "drifting", "zero-mean drift"])
+def test_a_drifting_model_is_refused_without_ground_truth(tmp_path, model):
+    report = _gate(tmp_path, model, scale_jitter=0.003)
+    assert not report.gate.passed
+    fails = [r for r in report.gate.reasons if r.startswith("FAIL")]
+    assert fails == [_agreement_reason(report)], report.gate.reasons  # it is steadier: only the drift gives it away
+    row = report.per_video["clip"]["refined"]
+    limit = max(3 * row["teacher_band"], 0.01)
+    assert row["scale_drift"] > 0.02 > limit
+    assert f"scale drift {row['scale_drift']:.4f} > {limit:.4f} (limit max(3 × teacher band" in fails[0]
+    if model == "zero-mean drift":  # no mean bias: only the windowed drift sees it
+        assert abs(row["scale_bias"]) < 0.002 and f"<= {limit:.4f}, scale drift" in fails[0]
+    md = Path(report.report_path).read_text()
+    assert "## Gate: FAIL" in md and fails[0] in md and "scale drift (log)" in md
+    saved = json.loads(Path(report.metrics_path).read_text())
+    assert saved["gate"]["reasons"] == report.gate.reasons
+    assert saved["per_video"]["clip"]["refined"]["scale_drift"] == pytest.approx(row["scale_drift"])
+
+
+def test_the_band_adapts_so_the_same_offset_passes_against_a_much_noisier_teacher(tmp_path):
+    # the 10 % offset is about what the noisy teacher's scale jumps between frames: below what it can resolve
+    noisy = _gate(tmp_path / "noisy", "over-scaled", scale_jitter=0.15)
+    row = noisy.per_video["clip"]["refined"]
+    assert row["teacher_band"] > 0.05 and abs(row["scale_bias"]) < 2 * row["teacher_band"]
+    assert noisy.gate.passed, noisy.gate.summary()
+    strict = _gate(tmp_path / "strict", "over-scaled", scale_jitter=0.15, cfg=EvaluateConfig(agreement_k=0.5))
+    assert not strict.gate.passed and _agreement_reason(strict).startswith("FAIL")
+
+
+def test_store_agreement_streams_chunks_and_matches_the_arrays(tmp_path, monkeypatch):
+    teacher = _teacher_depth(0.03, seed=2)
+    refined = MODELS["drifting"](teacher).astype(np.float32)
+    t_uri = write_store(str(tmp_path / "a.teacher.zarr"), teacher, "teacher")
+    r_uri = write_store(str(tmp_path / "a.refined.zarr"), refined, "refined")
+    spans = []
+    real_read = DepthStore.read
+    monkeypatch.setattr(DepthStore, "read", lambda self, a, b, *v: spans.append(b - a) or real_read(self, a, b, *v))
+    streamed = store_agreement(t_uri, r_uri, window=10)
+    assert spans and max(spans) == CHUNK  # one chunk at a time, never the whole video
+    direct = teacher_agreement(teacher, refined, window=10)
+    assert streamed == pytest.approx(direct, rel=1e-12)
+    assert streamed["scale_bias"] == pytest.approx(0.004 * (T - 1) / 2, abs=0.003)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from evaluation.agreement import teacher_agreement, windowed_max_abs_mean
 from evaluation.config import EvaluateConfig
 from evaluation.metrics import (
     SUITE_METRICS,
@@ -294,6 +295,65 @@ def test_opw_with_precomputed_flow_warps_is_the_same_number(flow: str) -> None:
         expected = opw(depth, rgb, flow=flow, normalize=normalize)
         assert expected > 0.01
         assert opw(depth, warps=warps, normalize=normalize) == expected  # exactly: the same arithmetic
+
+
+# -------------------------------------------------------------------------------- teacher agreement
+
+
+def _direct_agreement(teacher: np.ndarray, refined: np.ndarray, window: int) -> tuple[float, float, float]:
+    """The module docstring's formulas, written out with plain loops."""
+    r, m = [], []
+    for t in range(len(teacher)):
+        ok_t = np.isfinite(teacher[t]) & (teacher[t] > 0)
+        both = ok_t & np.isfinite(refined[t]) & (refined[t] > 0)
+        if both.any():
+            r.append(np.median(np.log(refined[t][both] / teacher[t][both])))
+        if ok_t.any():
+            m.append(np.median(np.log(teacher[t][ok_t])))
+    w = min(window, len(r))
+    drift = max(abs(np.mean(r[i : i + w])) for i in range(len(r) - w + 1))
+    return float(np.mean(r)), float(drift), float(np.median(np.abs(np.diff(m))))
+
+
+def test_teacher_agreement_matches_a_direct_numpy_computation() -> None:
+    rng = np.random.default_rng(3)
+    t, h, w = 9, 5, 7
+    teacher = _gt(t, h, w, seed=5) * np.exp(0.04 * rng.standard_normal((t, 1, 1)))  # global scale jitter
+    refined = teacher * np.exp(0.01 * np.arange(t)[:, None, None] + 0.02 * rng.standard_normal((t, h, w)))
+    teacher[2, 0, :3] = np.nan
+    teacher[4, 1, 1] = 0.0
+    refined[6, 2, :] = -1.0
+    out = teacher_agreement(teacher, refined, window=4)
+    bias, drift, band = _direct_agreement(teacher, refined, 4)
+    assert out["scale_bias"] == pytest.approx(bias, rel=1e-12)
+    assert out["scale_drift"] == pytest.approx(drift, rel=1e-12)
+    assert out["teacher_band"] == pytest.approx(band, rel=1e-12)
+    assert 0.02 < out["scale_bias"] < out["scale_drift"]  # the drift's late window sits furthest off
+
+
+def test_teacher_agreement_of_known_scale_errors() -> None:
+    steps = np.log([1.0, 1.02, 1.0, 0.98] * 2 + [1.0, 1.02])  # the teacher's own scale jumps by ~2 % a frame
+    teacher = _gt(t=1) * np.exp(steps)[:, None, None]  # one scene, only the scale changes
+    same = teacher_agreement(teacher, teacher.copy(), window=3)
+    assert same["scale_bias"] == 0 and same["scale_drift"] == 0
+    assert same["teacher_band"] == pytest.approx(math.log(1.02), rel=1e-9)
+    over = teacher_agreement(teacher, 1.1 * teacher, window=3)
+    assert over["scale_bias"] == pytest.approx(math.log(1.1)) and over["scale_drift"] == pytest.approx(math.log(1.1))
+    ramp = teacher_agreement(teacher, teacher * np.exp(0.01 * np.arange(10))[:, None, None], window=3)
+    assert ramp["scale_bias"] == pytest.approx(0.045) and ramp["scale_drift"] == pytest.approx(0.08)  # frames 7..9
+    assert teacher_agreement(teacher, 1.1 * teacher, window=30)["scale_drift"] == pytest.approx(math.log(1.1))
+
+
+def test_teacher_agreement_skips_frames_without_valid_pixels() -> None:
+    teacher = _gt(t=4)
+    refined = 1.05 * teacher
+    refined[1] = np.nan
+    out = teacher_agreement(teacher, refined, window=2)
+    assert out["scale_bias"] == pytest.approx(math.log(1.05)) and out["scale_drift"] == pytest.approx(math.log(1.05))
+    assert math.isnan(windowed_max_abs_mean(np.array([math.nan, math.nan]), 1))
+    assert math.isnan(teacher_agreement(teacher[:1], refined[:1], window=2)["teacher_band"])  # one frame: no band
+    with pytest.raises(InputError):
+        teacher_agreement(teacher, refined[:3], window=2)
 
 
 # -------------------------------------------------------------------------------- evaluate_sequence
