@@ -58,6 +58,20 @@ def status_table(key: str, rows: list[dict[str, Any]], description: str) -> None
         create_table_artifact(key=key, table=rows, description=description)
 
 
+class VideosFailed(Exception):
+    """A Failed state's data: the failure message plus the summary of the work that did finish.
+
+    Prefect expects a failed state to carry an exception; this one also carries the finished videos' results.
+    """
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message, summary)  # both in args, so it pickles into a result store and back
+        self.message, self.summary = message, summary
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def final_state(summary: dict, failures: list[dict[str, str]], total: int, stage: str) -> dict | State:
     """What a flow run ends as, so that the UI and a schedule tell the truth.
 
@@ -69,7 +83,8 @@ def final_state(summary: dict, failures: list[dict[str, str]], total: int, stage
         names = [f.get("video") or f.get("store") or "?" for f in failures]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         first = failures[0].get("error", "")
-        return Failed(message=f"{stage}: {len(failures)} of {total} failed ({shown}); first: {first}", data=summary)
+        message = f"{stage}: {len(failures)} of {total} failed ({shown}); first: {first}"
+        return Failed(message=message, data=VideosFailed(message, summary))
     if total == 0:
         return Completed(message=f"{stage}: nothing to do", data=summary)
     return summary
@@ -78,6 +93,8 @@ def final_state(summary: dict, failures: list[dict[str, str]], total: int, stage
 def summary_of(state: State) -> dict:
     """The summary a flow run left, whether it completed or failed on some videos; a crash is raised again."""
     result = state.result(raise_on_failure=False)
+    if isinstance(result, VideosFailed):
+        return result.summary
     if isinstance(result, BaseException):
         raise result
     return result
