@@ -308,6 +308,21 @@ def promote(
     return Promotion(True, f"version {version} is now {CHAMPION}" + (f" (was v{before})" if before else ""), before)
 
 
+def pinned_uri(uri: str) -> str:
+    """`models:/name@alias` -> `models:/name/<version the alias points at now>`; other URIs as they are.
+
+    A cache keyed by the pinned URI never serves the previous champion after the alias moves.
+    """
+    match = re.fullmatch(r"models:/([^/@]+)@([^/]+)", uri)
+    if not match:
+        return uri
+    try:
+        version = MlflowClient().get_model_version_by_alias(match[1], match[2]).version
+    except MlflowException:
+        return uri  # no such alias: load_model names the problem
+    return f"models:/{match[1]}/{version}"
+
+
 def load_model(uri: str | None = None, model_name: str = DEFAULT_MODEL_NAME) -> ResidualSmoother:
     """The smoother at a model URI (default `models:/<name>@champion`; also models:/name/version, runs:/...) in eval
     mode, rebuilt from its weights and config artifacts only: nothing unpickled but a weights-only state dict, no

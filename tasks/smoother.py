@@ -70,9 +70,16 @@ def train_task(store_uris: list[str], config: dict, dataset: str) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=4)
 def load_model(ref: str) -> ResidualSmoother:
-    """A smoother from a checkpoint path (*.pt) or an MLflow model URI (models:/name@champion, runs:/...)."""
+    """A smoother from a checkpoint path (*.pt) or an MLflow model URI (models:/name@champion, runs:/...).
+
+    An alias is resolved to its version first, so a worker that keeps models cached loads the new champion
+    once the alias moves."""
+    return _load_pinned(ref if ref.endswith(".pt") else tracking.pinned_uri(ref))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_pinned(ref: str) -> ResidualSmoother:
     model = load_smoother(ref) if ref.endswith(".pt") else tracking.load_model(ref)
     return model.eval().requires_grad_(False)
 

@@ -175,7 +175,7 @@ def test_a_planted_pickle_in_place_of_the_weights_is_refused_and_never_runs(mlfl
     from tasks.smoother import load_model as task_load_model  # what `steadydepth evaluate --model URI` calls
 
     with pytest.raises(InputError, match="refused"):
-        task_load_model.__wrapped__(uri)
+        task_load_model(uri)
     with pytest.raises(Exception, match="refused"):
         mlflow.pyfunc.load_model(uri)
     assert not marker.exists()
@@ -242,3 +242,20 @@ def test_mlflow_models_serve_answers_invocations(mlflow_sqlite, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     np.testing.assert_allclose(answer, serving.refine_window(_model(DEPTH_ONLY), depth), rtol=1e-5)
+
+
+def test_a_moved_alias_loads_the_new_model_even_from_the_cache(mlflow_sqlite):
+    from smoother.refine import model_hash
+    from tasks.smoother import load_model as task_load_model
+
+    first, _ = _register(SmootherConfig(d_model=16, headdim=8, use_features=False))
+    second, _ = _register(SmootherConfig(d_model=32, headdim=8, use_features=False))
+    client = MlflowClient()
+    champion = f"models:/{NAME}@champion"
+    client.set_registered_model_alias(NAME, "champion", first)
+    assert tracking.pinned_uri(champion) == f"models:/{NAME}/{first}"
+    before = model_hash(task_load_model(champion))
+    client.set_registered_model_alias(NAME, "champion", second)
+    after = model_hash(task_load_model(champion))
+    assert before == model_hash(tracking.load_model(f"models:/{NAME}/{first}"))
+    assert after == model_hash(tracking.load_model(f"models:/{NAME}/{second}")) != before
