@@ -313,15 +313,21 @@ def test_refuses_to_write_over_the_teacher_store(teacher):
         refine_store(uri, None, _model(), attrs_extra={"kind": "teacher"})
 
 
-def test_teacher_store_without_optional_variables(tmp_path):
-    """Depth only (no confidence, rgb, gt, pose) and a model without the feature CNN."""
+def _bare_teacher_store(tmp_path, chunk_frames: int) -> tuple[str, dict[str, np.ndarray]]:
+    """A finished teacher store with the required variables only; returns (uri, the frames written)."""
     uri = store_uri(str(tmp_path), "bare", kind="teacher")
     frames = _teacher_frames()
-    store = DepthStore.create(uri, num_frames=N, height=H, width=W, chunk_frames=8, attrs=TEACHER_ATTRS)
+    store = DepthStore.create(uri, num_frames=N, height=H, width=W, chunk_frames=chunk_frames, attrs=TEACHER_ATTRS)
     for i in store.missing_chunks():
         a, b = store.chunk_bounds(i)
         store.write_chunk(i, **{k: frames[k][a:b] for k in ("depth", "K", "timestamp", "frame_index")})
     store.finalize()
+    return uri, frames
+
+
+def test_teacher_store_without_optional_variables(tmp_path):
+    """Depth only (no confidence, rgb, gt, pose) and a model without the feature CNN."""
+    uri, frames = _bare_teacher_store(tmp_path, chunk_frames=8)
     model = ResidualSmoother(CFG.model_copy(update={"use_features": False}))
     with torch.no_grad():
         model.head.bias[0] = 0.05  # a constant ΔD, temporal filter closed (k = 0)
@@ -334,13 +340,7 @@ def test_teacher_store_without_optional_variables(tmp_path):
 
 def test_preroll_reading_a_single_frame_of_a_chunk_backwards(tmp_path):
     """A pre-roll that ends one frame into a chunk reads a one-frame block reversed (a negative stride once)."""
-    uri = store_uri(str(tmp_path), "short", kind="teacher")
-    frames = _teacher_frames()
-    store = DepthStore.create(uri, num_frames=N, height=H, width=W, chunk_frames=4, attrs=TEACHER_ATTRS)
-    for i in store.missing_chunks():
-        a, b = store.chunk_bounds(i)
-        store.write_chunk(i, **{k: frames[k][a:b] for k in ("depth", "K", "timestamp", "frame_index")})
-    store.finalize()
+    uri, _ = _bare_teacher_store(tmp_path, chunk_frames=4)
     model = ResidualSmoother(CFG.model_copy(update={"use_features": False, "preroll": 6}))  # frames 5..1: 4 | 1
     result = refine_store(uri, None, model)
     assert DepthStore.open(result.uri).is_complete and np.isfinite(_read_all(result.uri)["depth"]).all()
