@@ -8,8 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 from evaluation.evaluate import evaluation_complete
 from flows.common import final_state, gather, run_for_summary, status_table
 from steadydepth.config import Config
-from steadydepth.errors import InputError, RefineFailedError
-from storage.naming import list_stores
+from steadydepth.errors import RefineFailedError
+from storage.naming import require_teacher_stores
 from tasks.cache import trusted
 from tasks.evaluate import evaluate_task, promote_task
 from tasks.smoother import refine_output_complete, refine_task, train_output_complete, train_task
@@ -17,10 +17,7 @@ from tasks.smoother import refine_output_complete, refine_task, train_output_com
 
 def teacher_stores(cfg: Config, store_uris: list[str] | None) -> list[str]:
     """The given store URIs, or every complete teacher store under store.root."""
-    uris = store_uris or list_stores(cfg.store.root, "teacher", cfg.store.storage_options)
-    if not uris:
-        raise InputError(f"no teacher stores under {cfg.store.root}; run `steadydepth ingest` first")
-    return uris
+    return store_uris or require_teacher_stores(cfg.store.root, cfg.store.storage_options)
 
 
 @flow(name="train", log_prints=True)

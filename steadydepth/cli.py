@@ -15,7 +15,7 @@ from steadydepth.config import Config, load_config
 from steadydepth.errors import InputError, SteadyDepthError
 from steadydepth.export.config import EXPORT_FORMATS
 from steadydepth.runtime import use_embedded_defaults
-from storage.naming import list_stores
+from storage.naming import list_stores, require_teacher_stores
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -104,8 +104,7 @@ def _check_inputs(inputs: list[str]) -> None:
 
 def _check_stores(cfg: Config) -> None:
     """There are teacher stores to work on (InputError otherwise), checked before any server starts."""
-    if not list_stores(cfg.store.root, "teacher", cfg.store.storage_options):
-        raise InputError(f"no teacher stores under {cfg.store.root}; run `steadydepth ingest` first")
+    require_teacher_stores(cfg.store.root, cfg.store.storage_options)
 
 
 def _check_model(ref: str | None) -> None:

@@ -90,3 +90,11 @@ def list_stores(root: str, kind: str = "teacher", storage_options: Mapping[str, 
         return []
     names = sorted(_leaf(p) for p in fs.ls(path, detail=False))
     return [uris.join(root, n) for n in names if store_kind(n) == kind]
+
+
+def require_teacher_stores(root: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """`list_stores(root, "teacher")`, or InputError telling the user to ingest first when there is none."""
+    found = list_stores(root, "teacher", storage_options)
+    if not found:
+        raise InputError(f"no teacher stores under {root}; run `steadydepth ingest` first")
+    return found
