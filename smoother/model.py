@@ -147,6 +147,7 @@ class ResidualSmoother(nn.Module):
         rgb: torch.Tensor | None,
         state: SmootherState | None,
         flows: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, NoiseState]:
         """Per-frame cues (B, N, C, H, W), for the CNN (B, N, 7, H, W), the noise scale (B, N) and the noise state
         after the last frame. Only frames ≤ t are used.
@@ -165,7 +166,7 @@ class ResidualSmoother(nn.Module):
         local_motion = frame_median((dlog - dlog_global).abs())
         # On mostly still content the local change is the teacher's noise: its running mean sets the unit.
         estimate, noise = running_noise(local_motion[:, :, 0, 0, 0], None if state is None else state.noise,
-                                        self.cfg.noise_span)  # fmt: skip
+                                        self.cfg.noise_span, valid)  # fmt: skip
         scale = noise_scale(estimate, self.cfg.noise_ref)  # (B, N) ≥ 1
         unit = scale[:, :, None, None, None].to(log_d.dtype)
         dlog, dlog_global, local_motion = dlog / unit, dlog_global / unit, local_motion / unit
@@ -194,6 +195,7 @@ class ResidualSmoother(nn.Module):
         rgb: torch.Tensor | None = None,
         state: SmootherState | None = None,
         flows: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> SmootherOutput:
         """depth (B,N,1,H,W) metres > 0; confidence (B,N,1,H,W) in [0,1]; rgb (B,N,3,H,W) in [0,1].
 
@@ -201,12 +203,14 @@ class ResidualSmoother(nn.Module):
         flows[:, 0] to the frame before this call, zero at a video's start); the motion cues follow it when
         SmootherConfig.flow_cues is on, else they are ignored. With `state` from a previous call on the preceding
         frames (and flows carried likewise), the output equals one call on the concatenated frames (streaming).
-        Returns refined depth = depth · exp(residual).
+        valid (B, N) bool or None (all): False marks a teacher frame ingest found unusable (its depth copied from a
+        neighbour); it does not update the teacher-noise estimate. Returns refined depth = depth · exp(residual).
         """
         b, n, _, h, w = depth.shape
         log_d = depth.clamp_min(1e-6).log()
         conf = torch.ones_like(depth) if confidence is None else confidence
-        pixel, cnn, scale, noise = self._pixel_inputs(log_d, conf, rgb, state, flows if self.cfg.flow_cues else None)
+        flows = flows if self.cfg.flow_cues else None
+        pixel, cnn, scale, noise = self._pixel_inputs(log_d, conf, rgb, state, flows, valid)
         x = pixel
         if self.features is not None:
             feats = self.features(rearrange(cnn, "b n c h w -> (b n) c h w"))

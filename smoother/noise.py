@@ -29,22 +29,30 @@ class NoiseState:
     """Running estimate σ̂ (B,) after the last frame seen and how many frames it averages (capped at span)."""
 
     estimate: torch.Tensor
-    frames: int
+    frames: torch.Tensor  # (B,) int64
 
     def detach(self) -> NoiseState:
         return NoiseState(self.estimate.detach(), self.frames)
 
 
-def running_noise(frame_noise: torch.Tensor, state: NoiseState | None, span: int) -> tuple[torch.Tensor, NoiseState]:
-    """σ̂ (B, N) from per-frame σ_t (B, N); state None = a video's start (its frame 0 is skipped). No gradient."""
+def running_noise(
+    frame_noise: torch.Tensor, state: NoiseState | None, span: int, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, NoiseState]:
+    """σ̂ (B, N) from per-frame σ_t (B, N); state None = a video's start (its frame 0 is skipped). No gradient.
+
+    valid (B, N) bool or None (all): frames marked False (an unusable teacher frame, copied from its neighbour by
+    ingest, whose change says nothing about the noise) leave the estimate as it was."""
     frame_noise = frame_noise.detach()
-    est = frame_noise.new_zeros(frame_noise.shape[0]) if state is None else state.estimate
-    count = 0 if state is None else state.frames
+    b, n = frame_noise.shape
+    est = frame_noise.new_zeros(b) if state is None else state.estimate
+    count = torch.zeros(b, dtype=torch.long, device=frame_noise.device) if state is None else state.frames
     out = []
-    for t in range(frame_noise.shape[1]):
+    for t in range(n):
         if state is not None or t > 0:
-            count = min(count + 1, span)
-            est = est + (frame_noise[:, t] - est) / count
+            counts = torch.ones_like(count, dtype=torch.bool) if valid is None else valid[:, t]
+            count = torch.where(counts, (count + 1).clamp_max(span), count)
+            step = (frame_noise[:, t] - est) / count.clamp_min(1).to(est.dtype)
+            est = torch.where(counts, est + step, est)
         out.append(est)
     return torch.stack(out, dim=1), NoiseState(est, count)
 

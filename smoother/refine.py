@@ -50,7 +50,7 @@ from storage import uri as uris
 from storage.depth_store import DepthStore
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames total), as in steadydepth.ingest
-REFINE_VERSION = 5  # bump when the refinement arithmetic changes: it is part of the store identity
+REFINE_VERSION = 6  # bump when the refinement arithmetic changes: it is part of the store identity
 COPIED = ("confidence", "gt_depth", "pose")  # optional teacher variables the refined store carries over
 
 
@@ -186,6 +186,8 @@ class RefinePlan:
             names.append("confidence")
         if "rgb" in have and (cfg.use_features or cfg.flow_warp or cfg.flow_cues):
             names.append("rgb")
+        if "frame_valid" in have:  # frames ingest found unusable are bridged, not refined
+            names.append("frame_valid")
         return names
 
     @property
@@ -457,6 +459,7 @@ def _run(plan: RefinePlan, *, stats: _StatsAccumulator | None, on_progress: Prog
                     eps=plan.eps,
                     device=plan.device,
                     replay=not block.write,
+                    frame_valid=data.get("frame_valid"),
                 )
                 if result is None:
                     continue  # pre-roll or finished chunks: the state is all we need

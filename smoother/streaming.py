@@ -100,11 +100,13 @@ def store_residual(
     *,
     radius: int = DEFAULT_RADIUS,
     eps: float = DEFAULT_EPS,
+    hold: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
     """ΔD (n, H, W) in log-depth at store resolution from the model's output on the grid: guided upsampling of its
     residual, then the temporal filter (`apply_filter`) with the gate upsampled and its memory moved along the RGB's
     optical flow. depth (n, H, W) teacher metres, small (n, h, w) the same on the grid (what the model saw), rgb as
-    stored. Also the filter's last frame and the last grey image, for the next chunk's StreamState."""
+    stored, hold (1, n) bool: frames the filter bridges with its memory (`gated_recursion`). Also the filter's last
+    frame and the last grey image, for the next chunk's StreamState."""
     guide_hr = depth.clamp_min(1e-6).log()
     guide_lr = small.log()  # the log-depth the model saw
     size = tuple(guide_hr.shape[-2:])
@@ -129,6 +131,7 @@ def store_residual(
         reset=cfg.filter_reset,
         flows=flows,
         reset_scale=out.noise_scale,  # the reset in units of the teacher's noise, as in training
+        hold=hold,
     )
     return corrected[0, :, 0], filtered, gray
 
@@ -145,6 +148,7 @@ def refine_chunk(
     eps: float = DEFAULT_EPS,
     device: torch.device | str = "cpu",
     replay: bool = False,
+    frame_valid: np.ndarray | None = None,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, StreamState]:
     """One chunk's (refined depth, ΔD), both (n, H, W) on `device`, and the state for the next chunk.
 
@@ -153,16 +157,24 @@ def refine_chunk(
     memory; `stream.gray` carries the previous frame for it); grid the model grid. ΔD = guided upsample of the
     model's residual, then the temporal filter's change (smoother/temporal_filter.py), in log-depth; refined =
     teacher · exp(ΔD) in float32. replay=True only advances the state (chunks already written, the pre-roll) and
-    returns None instead of the pair. Call under torch.inference_mode() with the model in eval mode.
+    returns None instead of the pair. frame_valid (n,) as stored (0 = a teacher frame ingest found unusable and
+    filled from a neighbour) or None: such frames neither update the model's teacher-noise estimate nor reach the
+    output — the temporal filter carries its memory over them (with the filter off they pass as filled).
+    Call under torch.inference_mode() with the model in eval mode.
     """
     cfg = model.cfg
     dtype = next(model.parameters()).dtype
     depth_dev = depth.to(device)  # the stored frames go to the device once and are resampled there
     inputs = grid_inputs(cfg, dtype, depth_dev, confidence, rgb, grid, stream.grid_gray)
-    out = model(inputs.depth[None, :, None].to(dtype), inputs.confidence, inputs.rgb, stream.model, inputs.flows)
+    valid = None if frame_valid is None else torch.from_numpy(frame_valid.astype(bool))[None].to(device)  # (1, n)
+    depth_in = inputs.depth[None, :, None].to(dtype)
+    out = model(depth_in, inputs.confidence, inputs.rgb, stream.model, inputs.flows, valid=valid)
     if replay and cfg.temporal_filter == "off":
         return None, StreamState(out.state, None, grid_gray=inputs.gray)  # nothing at store resolution to carry
-    residual, filtered, gray = store_residual(cfg, out, depth_dev, inputs.depth, rgb, stream, radius=radius, eps=eps)
+    hold = None if valid is None else ~valid
+    residual, filtered, gray = store_residual(
+        cfg, out, depth_dev, inputs.depth, rgb, stream, radius=radius, eps=eps, hold=hold
+    )
     state = StreamState(out.state, filtered, gray, inputs.gray)
     if replay:
         return None, state

@@ -88,6 +88,7 @@ def gated_recursion(
     reset: float = 0.0,
     flows: torch.Tensor | None = None,
     reset_scale: torch.Tensor | None = None,
+    hold: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """y_t = κ_t · ŷ_{t−1} + (1 − κ_t) · x_t along dim 1, κ_t = keep_t · exp(−((x_t − ŷ_{t−1}) / (reset·s_t))²).
 
@@ -96,7 +97,9 @@ def gated_recursion(
     reset_scale (B, N) or None (1): s_t, the teacher's noise in units of SmootherConfig.noise_ref
     (smoother/noise.py), so a jump resets the pixel only when it is large for this teacher's flicker.
     flows (B, N, H, W, 2) or None: flows[:, t] warps y_{t−1} into frame t (`warp_backward_clamped`), ŷ = warped memory;
-    None: ŷ = y (no motion compensation). Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for
+    None: ŷ = y (no motion compensation). hold (B, N) bool or None: frames where y_t = ŷ_{t−1} whatever x_t (a
+    teacher frame too broken to use: the output bridges it with the memory, still moved along the flow).
+    Returns (y (B, N, ...), y of the last frame (B, ...)) — the state for
     the next call. A Python loop over frames: N is a window (training) or a chunk (refinement), and each step is
     one fused elementwise update.
     """
@@ -109,6 +112,8 @@ def gated_recursion(
         if reset > 0:  # a pixel whose value jumped (motion, disocclusion) takes the new value
             tau = reset if reset_scale is None else reset * reset_scale[:, t].reshape(-1, *([1] * (y.ndim - 1)))
             k = k * torch.exp(-(((x[:, t] - y).detach() / tau) ** 2))
+        if hold is not None and (t > 0 or prev is not None):  # at a video's first frame there is nothing to hold
+            k = torch.where(hold[:, t].reshape(-1, *([1] * (y.ndim - 1))), torch.ones_like(k), k)
         y = k * y + (1 - k) * x[:, t]
         out.append(y)
     return torch.stack(out, dim=1), y
@@ -125,14 +130,15 @@ def apply_filter(
     reset: float = 0.0,
     flows: torch.Tensor | None = None,
     reset_scale: torch.Tensor | None = None,
+    hold: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's correction after the temporal filter (SmootherConfig.temporal_filter = mode), and its memory.
 
     log_depth, residual, keep (B, N, 1, H, W), shaped like the model's outputs: the log-depth the correction is
     relative to, the model's correction and its gate in [0, 1]. "full" filters all of the corrected log-depth;
     "detail" filters only `detail` (B, N, 1, H, W), the band finer than the model's grid, and adds its change to the
-    residual; "off" returns the residual unchanged. prev (B, H, W), reset, flows (B, N, H, W, 2) and reset_scale
-    (B, N) as in `gated_recursion`, which runs on (B, N, H, W): the warp moves whole frames.
+    residual; "off" returns the residual unchanged. prev (B, H, W), reset, flows (B, N, H, W, 2), reset_scale
+    (B, N) and hold (B, N) as in `gated_recursion`, which runs on (B, N, H, W): the warp moves whole frames.
     Returns (correction (B, N, 1, H, W) relative to log_depth, the filter's last frame (B, H, W) for the next call).
     """
     if mode == "off":
@@ -140,11 +146,11 @@ def apply_filter(
     keep = keep[:, :, 0]
     if mode == "full":
         corrected = (log_depth + residual)[:, :, 0]
-        filtered, prev = gated_recursion(corrected, keep, prev, reset, flows, reset_scale)
+        filtered, prev = gated_recursion(corrected, keep, prev, reset, flows, reset_scale, hold)
         return filtered[:, :, None] - log_depth, prev
     if detail is None:
         raise ValueError("apply_filter('detail') needs the detail band")
     detail = detail[:, :, 0]
-    filtered, prev = gated_recursion(detail, keep, prev, reset, flows, reset_scale)
+    filtered, prev = gated_recursion(detail, keep, prev, reset, flows, reset_scale, hold)
     # the residual is added last: this order of ops fixes autograd's order of gradient sums (training's rounding)
     return residual + (filtered - detail)[:, :, None], prev

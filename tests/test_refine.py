@@ -344,3 +344,32 @@ def test_preroll_reading_a_single_frame_of_a_chunk_backwards(tmp_path):
     model = ResidualSmoother(CFG.model_copy(update={"use_features": False, "preroll": 6}))  # frames 5..1: 4 | 1
     result = refine_store(uri, None, model)
     assert DepthStore.open(result.uri).is_complete and np.isfinite(_read_all(result.uri)["depth"]).all()
+
+
+def test_frames_ingest_marked_unusable_are_bridged_by_the_filter(tmp_path):
+    """A run of unusable teacher frames (frame_valid 0, depth filled from the frame before, as ingest writes them),
+    across a chunk boundary: the refined output holds the filter's memory over them instead of refining the copy."""
+    frames = _teacher_frames()
+    bad = [7, 8]  # chunks of 4: the run straddles chunks 1 and 2
+    for i in bad:
+        frames["depth"][i] = frames["depth"][6]
+    frames["frame_valid"] = np.ones(N, np.uint8)
+    frames["frame_valid"][bad] = 0
+    names = ("depth", "K", "timestamp", "frame_index")
+    uris = {}
+    for marked in (True, False):
+        uri = store_uri(str(tmp_path / str(marked)), "gap", kind="teacher")
+        store = DepthStore.create(uri, num_frames=N, height=H, width=W, chunk_frames=CHUNK, attrs=TEACHER_ATTRS,
+                                  variables=["frame_valid"] if marked else ())  # fmt: skip
+        for i in store.missing_chunks():
+            a, b = store.chunk_bounds(i)
+            store.write_chunk(i, **{k: frames[k][a:b] for k in (*names, *(("frame_valid",) if marked else ()))})
+        store.finalize()
+        cfg = CFG.model_copy(update={"use_features": False, "preroll": 0})  # a pre-roll would replay the gap first
+        uris[marked] = _read_all(refine_store(uri, None, _model(cfg=cfg)).uri)
+    bridged, plain = uris[True]["depth"], uris[False]["depth"]
+    np.testing.assert_array_equal(bridged[7], bridged[6])  # held: no RGB, so the memory does not move
+    np.testing.assert_array_equal(bridged[8], bridged[6])
+    assert not np.array_equal(plain[7], plain[6])  # unmarked, the copy is refined like any frame
+    np.testing.assert_array_equal(bridged[:7], plain[:7])  # nothing before the gap changes
+    assert np.isfinite(bridged).all() and not np.array_equal(bridged[9], bridged[6])  # and it moves on after
