@@ -3,8 +3,9 @@
 Layout of `<root>/<name>.<kind>.zarr` (kind "teacher" or "refined"); every per-frame array is chunked over
 time (`chunk_frames` frames, full spatial extent), zstd-compressed and has `dimension_names`:
 
-    time         float64 (time,)                 timestamps in seconds; xarray's index for `time`
+    time         float64 (time,)                 seconds from the source start; xarray's index for `time`
     frame_index  int64   (time,)                 source frame numbers (a coordinate on `time`)
+    y, x         int64   (y,), (x,)              pixel row / column of the stored (padded) frame, from 0
     depth        float32 (time, y, x)            metres, finite and > 0
     K            float32 (time, k_i, k_j)        3x3 pinhole intrinsics per frame
     confidence   float32 (time, y, x)            optional, in [0, 1]
@@ -13,11 +14,22 @@ time (`chunk_frames` frames, full spatial extent), zstd-compressed and has `dime
     rgb          uint8   (time, y, x, channel)   optional
     invalid_pixels int64 (time,)                 optional, teacher pixels that were NaN/inf, zero or negative
     frame_valid  uint8   (time,)                 optional, 0 where the teacher's frame was unusable
-    chunk_done   uint8   (chunk,)                bookkeeping: 1 once chunk i is fully written
+    bookkeeping/chunk_done uint8 (chunk,)        commit markers: 1 once chunk i is fully written
 
-In the Python API the `time` array is called `timestamp`. Group attrs hold the caller's metadata (see
-`steadydepth.ingest.video_attrs`) plus bookkeeping (`format_version`, `num_frames`, `chunk_frames`,
-`variables`, `complete`).
+`xr.open_zarr` reads only the root group's arrays, so the markers (in the `bookkeeping` sub-group) never show
+as data: the Dataset holds exactly the variables above. In the Python API the `time` array is called
+`timestamp`. Group attrs hold the caller's metadata (see `steadydepth.ingest.video_attrs`), CF-1.10 global
+attributes (`Conventions`, `title`, `history`) and bookkeeping (`format_version`, `num_frames`,
+`chunk_frames`, `variables` = the arrays of the Dataset, `complete`). Variables carry CF `long_name` /
+`units`; coordinates carry `axis` (T, Y, X). Depth has no CF `standard_name`: CF's `depth` is depth below a
+surface, not distance along a camera's optical axis, and no standard name means that.
+
+`time` is elapsed seconds (`units` "s", no reference date), so xarray keeps it as float seconds rather
+than decoding dates.
+
+Format 1 stores (written before the layout above) keep `chunk_done` at the root, list `timestamp` in
+`variables` and have no y/x coordinates; they open, read and resume as before (`xr.open_zarr` shows their
+`chunk_done`; `to_xarray` drops it).
 
 Invalid teacher depth (teacher stores written by ingest; `steadydepth.teachers.invalid`): `depth` is always
 finite and > 0 because ingest fills the teacher's bad pixels (from the last valid depth at that pixel,
@@ -42,6 +54,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -50,11 +63,12 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 from zarr.codecs import ZstdCodec
 
+from steadydepth import __version__
 from steadydepth.errors import StoreError
 from storage import uri as uris
-from storage.naming import KINDS
+from storage.naming import KINDS, video_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: markers in a sub-group, y/x coordinates, CF attributes; format 1 stores still open and resume
 REQUIRED = ("depth", "K", "timestamp", "frame_index")
 OPTIONAL = ("confidence", "gt_depth", "pose", "rgb")
 TEACHER_QUALITY = ("invalid_pixels", "frame_valid")  # optional per-frame records of invalid teacher depth
@@ -63,6 +77,9 @@ IDENTITY_KEYS = ("source_hash", "config_hash", "kind")  # caller attrs that must
 # attrs the store writes for itself (shape, chunking, progress); a caller may not set them, and `caller_attrs`
 # leaves them out, e.g. so a derived store copies a video's metadata without its source's shape
 BOOKKEEPING_KEYS = (
+    "Conventions",
+    "title",
+    "history",
     "format_version",
     "num_frames",
     "height",
@@ -72,7 +89,9 @@ BOOKKEEPING_KEYS = (
     "variables",
     "complete",
 )
-_DONE = "chunk_done"
+CONVENTIONS = "CF-1.10"
+CHUNK_DONE = "bookkeeping/chunk_done"  # in a sub-group: xr.open_zarr reads only the root group's arrays
+_LEGACY_CHUNK_DONE = "chunk_done"  # where format 1 stores keep their markers
 
 
 @dataclass(frozen=True)
@@ -87,19 +106,32 @@ class _Var:
 
 
 _VARS: dict[str, _Var] = {
-    "timestamp": _Var("time", "float64", (), np.nan, {"units": "s", "long_name": "timestamp from source start"}),
+    # "s" without "since <date>": elapsed time, so xarray keeps float seconds instead of decoding dates
+    "timestamp": _Var(
+        "time",
+        "float64",
+        (),
+        np.nan,
+        {"units": "s", "standard_name": "time", "axis": "T", "long_name": "time from the start of the source video"},
+    ),
     "frame_index": _Var("frame_index", "int64", (), -1, {"long_name": "frame number in the source"}),
-    "depth": _Var("depth", "float32", ("y", "x"), np.nan, {"units": "m", "long_name": "metric z-depth"}),
+    "depth": _Var(
+        "depth", "float32", ("y", "x"), np.nan, {"units": "m", "long_name": "metric z-depth along the optical axis"}
+    ),
     "K": _Var("K", "float32", ("k_i", "k_j"), np.nan, {"long_name": "pinhole intrinsics, pixels"}),
     "confidence": _Var(
-        "confidence", "float32", ("y", "x"), np.nan, {"long_name": "depth confidence", "valid_range": [0.0, 1.0]}
+        "confidence",
+        "float32",
+        ("y", "x"),
+        np.nan,
+        {"units": "1", "long_name": "depth confidence", "valid_range": [0.0, 1.0]},
     ),
     "gt_depth": _Var(
         "gt_depth",
         "float32",
         ("y", "x"),
         np.nan,
-        {"units": "m", "long_name": "ground-truth z-depth", "comment": "NaN where invalid"},
+        {"units": "m", "long_name": "ground-truth z-depth along the optical axis", "comment": "NaN where invalid"},
     ),
     "pose": _Var("pose", "float64", ("pose_i", "pose_j"), np.nan, {"long_name": "camera-to-world, metres"}),
     "rgb": _Var("rgb", "uint8", ("y", "x", "channel"), 0, {"long_name": "decoded RGB frame"}),
@@ -109,6 +141,18 @@ _VARS: dict[str, _Var] = {
     "frame_valid": _Var("frame_valid", "uint8", (), 0, {"long_name": "1 where the teacher's frame was usable"}),
 }
 _FIXED_SIZES = {"k_i": 3, "k_j": 3, "pose_i": 4, "pose_j": 4, "channel": 3}
+_API_NAMES = {var.path: name for name, var in _VARS.items()}  # array name -> API name ("time" -> "timestamp")
+# Pixel coordinates of the stored (padded) frame, written with the arrays; CF axis Y/X.
+_PIXEL_COORDS = {
+    "y": {"axis": "Y", "long_name": "pixel row of the stored frame, 0 at the top"},
+    "x": {"axis": "X", "long_name": "pixel column of the stored frame, 0 at the left"},
+}
+
+
+def _per_frame(names: Sequence[str]) -> tuple[str, ...]:
+    """The API names of the per-frame variables in a `variables` attr (array names, or API names in format 1)."""
+    api = (_API_NAMES.get(n, n) for n in names)
+    return tuple(n for n in api if n in _VARS)
 
 
 def _location(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
@@ -180,13 +224,14 @@ class DepthStore:
         names = [*REQUIRED, *(v for v in _ANY_OPTIONAL if v in variables)]
         meta = {
             **attrs,
+            **_cf_globals(uri, attrs),
             "format_version": FORMAT_VERSION,
             "num_frames": num_frames,
             "height": height,
             "width": width,
             "chunk_frames": chunk_frames,
             "num_chunks": math.ceil(num_frames / chunk_frames),
-            "variables": names,
+            "variables": [*(_VARS[n].path for n in names), *_PIXEL_COORDS],  # the arrays xarray shows
             "complete": False,
         }
         where, so = _location(uri, storage_options)
@@ -198,8 +243,10 @@ class DepthStore:
             old = dict(group.attrs)
             if "format_version" not in old:
                 raise StoreError(f"{uri} exists but is not a depth store; delete it or pass overwrite")
-            keys = [*IDENTITY_KEYS, "num_frames", "height", "width", "chunk_frames", "variables"]
+            keys = [*IDENTITY_KEYS, "num_frames", "height", "width", "chunk_frames"]
             diff = [k for k in keys if old.get(k) != meta[k]]
+            if _per_frame(old.get("variables", [])) != tuple(names):  # compared as API names: format 1 differs
+                diff.append("variables")
             if diff:
                 raise StoreError(
                     f"store {uri} was written from a different source/config ({', '.join(diff)} differ); "
@@ -218,9 +265,9 @@ class DepthStore:
             raise StoreError(f"depth store {uri} not found; run the teacher stage to write it")
         where, so = _location(uri, storage_options)
         group = _open_group(uri, where, so, "delete it and rerun the stage that writes it", mode="r")
-        if "format_version" not in group.attrs or _DONE not in group:
-            raise StoreError(f"{uri} is not a depth store; delete it and rerun the stage that writes it")
         store = cls(uri, group, storage_options)
+        if "format_version" not in group.attrs or store._done_path not in group:
+            raise StoreError(f"{uri} is not a depth store; delete it and rerun the stage that writes it")
         if require_complete and not store.is_complete:
             raise StoreError(
                 f"depth store {uri} is incomplete ({len(store.missing_chunks())} of {store.num_chunks} chunks "
@@ -233,6 +280,7 @@ class DepthStore:
         t, h, w, c = self.num_frames, *self.size, self.chunk_frames
         sizes = {"y": h, "x": w, **_FIXED_SIZES}
         existing = set(self.group.array_keys())
+        legacy = self.format_version < 2
         for name in self.variables:
             var = _VARS[name]
             if var.path in existing:
@@ -250,9 +298,11 @@ class DepthStore:
             # CF "coordinates" makes xarray attach frame_index to every per-frame variable.
             extra = {"coordinates": "frame_index"} if var.dims else {}
             arr.attrs.update({**var.attrs, **extra})
-        if _DONE not in existing:
+        if not legacy:
+            self._ensure_pixel_coords(existing)
+        if self._done_path not in self.group:
             done = self.group.create_array(
-                _DONE,
+                self._done_path,
                 shape=(self.num_chunks,),
                 chunks=(1,),
                 dtype="uint8",
@@ -261,6 +311,19 @@ class DepthStore:
                 dimension_names=("chunk",),
             )
             done.attrs.update({"long_name": "1 once every variable of chunk i is written (the commit marker)"})
+
+    def _ensure_pixel_coords(self, existing: set[str]) -> None:
+        """The y/x coordinate arrays, (re)written while the store is unfinished: a crash between creating and
+        filling one leaves it at its fill value, and a rerun must not keep that."""
+        if self.is_complete:
+            return
+        for dim, size in zip(_PIXEL_COORDS, self.size, strict=True):
+            if dim not in existing:
+                arr = self.group.create_array(
+                    dim, shape=(size,), dtype="int64", fill_value=-1, compressors=None, dimension_names=(dim,)
+                )
+                arr.attrs.update(_PIXEL_COORDS[dim])
+            self.group[dim][:] = np.arange(size)
 
     # ---- metadata ---------------------------------------------------------------------------------------
 
@@ -273,6 +336,14 @@ class DepthStore:
     def caller_attrs(self) -> dict[str, Any]:
         """The caller's metadata only: `attrs` without the `BOOKKEEPING_KEYS`."""
         return {k: v for k, v in self.group.attrs.items() if k not in BOOKKEEPING_KEYS}
+
+    @property
+    def format_version(self) -> int:
+        return int(self.group.attrs["format_version"])
+
+    @property
+    def _done_path(self) -> str:
+        return CHUNK_DONE if self.format_version >= 2 else _LEGACY_CHUNK_DONE
 
     @property
     def num_frames(self) -> int:
@@ -293,8 +364,8 @@ class DepthStore:
 
     @property
     def variables(self) -> tuple[str, ...]:
-        """API names of the stored variables (required ones first)."""
-        return tuple(self.group.attrs["variables"])
+        """API names of the stored per-frame variables (required ones first)."""
+        return _per_frame(self.group.attrs["variables"])
 
     @property
     def is_complete(self) -> bool:
@@ -311,11 +382,11 @@ class DepthStore:
 
     def done_chunks(self) -> list[int]:
         """Chunks whose commit marker is set."""
-        return [int(i) for i in np.flatnonzero(self.group[_DONE][:])]
+        return [int(i) for i in np.flatnonzero(self.group[self._done_path][:])]
 
     def missing_chunks(self) -> list[int]:
         """Chunks still to write (never written, or killed before their marker was set)."""
-        return [int(i) for i in np.flatnonzero(self.group[_DONE][:] == 0)]
+        return [int(i) for i in np.flatnonzero(self.group[self._done_path][:] == 0)]
 
     def write_chunk(self, i: int, **arrays: Any) -> None:
         """Write chunk i: every stored variable for frames chunk_bounds(i), validated before anything is written.
@@ -332,7 +403,7 @@ class DepthStore:
             extra, lacking = sorted(given - wanted), sorted(wanted - given)
             raise StoreError(f"{where}: got unexpected {extra} / missing {lacking}; the store holds {sorted(wanted)}")
         data = {name: _validate(where, name, arrays[name], stop - start, self.size) for name in self.variables}
-        marker = self.group[_DONE]
+        marker = self.group[self._done_path]
         marker[i] = 0  # un-commit first: a rewrite killed half-way must not look done
         for name, values in data.items():
             self.group[_VARS[name].path][start:stop] = values
@@ -385,7 +456,18 @@ class DepthStore:
     def to_xarray(self) -> xr.Dataset:
         """The store as a lazy (dask-backed) xarray Dataset indexed by `time` (seconds)."""
         where, so = _location(self.uri, self.storage_options)
-        return xr.open_zarr(where, storage_options=so, consolidated=self.is_complete, drop_variables=[_DONE])
+        drop = [_LEGACY_CHUNK_DONE] if self.format_version < 2 else None  # format 1 keeps its markers at the root
+        return xr.open_zarr(where, storage_options=so, consolidated=self.is_complete, drop_variables=drop)
+
+
+def _cf_globals(uri: str, attrs: Mapping[str, Any]) -> dict[str, str]:
+    """CF global attributes of a new store (the caller's `source` already names the video)."""
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "Conventions": CONVENTIONS,
+        "title": f"SteadyDepth {attrs['kind']} depth of {video_name(uri)}",
+        "history": f"{created} written by steadydepth {__version__}",
+    }
 
 
 def _open_group(uri: str, where: str, so: dict[str, Any] | None, fix: str, **kwargs: Any) -> zarr.Group:

@@ -1,11 +1,14 @@
-"""Prefect task: export one video's refined depth (formats, previews, stereo) from its stores."""
+"""Prefect task: export one video's refined depth (formats, previews, stereo) from its stores; the previews' page
+in the Prefect UI."""
 
 from __future__ import annotations
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 
 from steadydepth.config import Config
 from steadydepth.export.exporter import EXPORT_VERSION, export_video
+from steadydepth.export.preview_page import previews_markdown
 from tasks.cache import digest, store_identity
 from tasks.retry import retry_unless_bad_input
 
@@ -29,3 +32,16 @@ def export_task(refined_uri: str, teacher_uri: str, config: dict) -> dict:
     cfg = Config.model_validate(config)
     return export_video(refined_uri, cfg.export, rgb_store_uri=teacher_uri, progress=True,
                         storage_options=cfg.store.storage_options)
+
+
+def publish_previews(exports: dict[str, dict[str, list[str]]]) -> str | None:
+    """The `export-previews` markdown artifact of the current run: each video's preview thumbnails, embedded so the
+    UI shows them, and the files' paths. exports: {store: export_task's result}. Returns the artifact's id (None
+    when no video has previews)."""
+    markdown = previews_markdown(exports)
+    if markdown is None:
+        return None
+    artifact = create_markdown_artifact(
+        key="export-previews", markdown=markdown, description="preview thumbnails of the exported videos"
+    )
+    return str(artifact)

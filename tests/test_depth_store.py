@@ -1,8 +1,10 @@
-"""Per-video depth stores: round trips (DepthStore and plain xarray), resume identity, validation, URLs."""
+"""Per-video depth stores: round trips (DepthStore and plain xarray), CF attributes, resume identity, validation,
+URLs, and format 1 stores (written before the commit markers moved into a sub-group) still opening and resuming."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import uuid
 import warnings
 from pathlib import Path
@@ -12,7 +14,9 @@ import pytest
 import xarray as xr
 
 from steadydepth.errors import StoreError
-from storage.depth_store import OPTIONAL, DepthStore
+from storage.depth_store import CHUNK_DONE, OPTIONAL, DepthStore
+
+FORMAT1_STORE = Path(__file__).parent / "data" / "format1" / "clip.teacher.zarr"  # written by format 1 code
 
 T, H, W, CF = 40, 24, 32, 8
 ATTRS = {
@@ -90,7 +94,7 @@ def test_round_trip_every_variable_via_read(full_store):
     store = DepthStore.open(full_store.uri)
     assert store.is_complete and store.num_frames == T and store.size == (H, W) and store.num_chunks == 5
     assert {k: store.attrs[k] for k in ATTRS} == ATTRS
-    assert store.attrs["chunk_frames"] == CF and store.attrs["format_version"] == 1
+    assert store.attrs["chunk_frames"] == CF and store.attrs["format_version"] == 2
     assert store.caller_attrs == ATTRS  # bookkeeping left out
     got = store.read(0, T, tuple(DTYPES))
     for name, values in expected().items():
@@ -119,7 +123,31 @@ def test_round_trip_via_plain_xarray_open_zarr(full_store):
     assert int(frame.frame_index) == 31
     np.testing.assert_array_equal(frame.values, want["depth"][10])
     lazy = full_store.to_xarray()
-    assert "chunk_done" not in lazy and lazy.depth.chunks[0] == (CF,) * 5
+    assert set(lazy.variables) == set(ds.variables) and lazy.depth.chunks[0] == (CF,) * 5
+
+
+def test_xarray_shows_exactly_the_stored_variables_with_cf_attributes(full_store):
+    ds = xr.open_zarr(full_store.uri)
+    data = {"depth", "K", "confidence", "gt_depth", "pose", "rgb"}
+    assert set(ds.data_vars) == data  # no commit markers
+    assert set(ds.coords) == {"time", "frame_index", "y", "x"}
+    assert set(ds.attrs["variables"]) == set(ds.variables)
+    assert full_store.variables == ("depth", "K", "timestamp", "frame_index", *OPTIONAL)  # API names
+    assert full_store.done_chunks() == list(range(5))  # the markers are there, in the bookkeeping group
+    assert CHUNK_DONE.split("/")[0] in full_store.group.group_keys()
+    assert ds.attrs["Conventions"] == "CF-1.10" and ds.attrs["title"] == "SteadyDepth teacher depth of walk"
+    assert "steadydepth" in ds.attrs["history"]
+    time_attrs = {k: ds.time.attrs[k] for k in ("units", "standard_name", "axis")}
+    assert time_attrs == {"units": "s", "standard_name": "time", "axis": "T"}
+    assert ds.time.dtype == np.float64  # elapsed seconds, not decoded as dates
+    assert (ds.y.attrs["axis"], ds.x.attrs["axis"]) == ("Y", "X")
+    np.testing.assert_array_equal(ds.y.values, np.arange(H))
+    np.testing.assert_array_equal(ds.x.values, np.arange(W))
+    for name in ("depth", "gt_depth"):
+        assert ds[name].attrs["units"] == "m" and "z-depth" in ds[name].attrs["long_name"]
+        assert "standard_name" not in ds[name].attrs  # CF's "depth" is below a surface, not along the optical axis
+    assert all(ds[v].attrs.get("long_name") for v in ds.variables)
+    assert not {"Conventions", "title", "history"} & set(full_store.caller_attrs)  # a derived store writes its own
 
 
 def test_partial_read_of_a_temporal_window(full_store):
@@ -167,6 +195,41 @@ def test_reopen_same_identity_resumes_and_other_identity_is_refused(tmp_path):
         DepthStore.create(uri, num_frames=T + 1, height=H, width=W, chunk_frames=CF, attrs=ATTRS, variables=OPTIONAL)
     fresh = create(uri, attrs=ATTRS | {"config_hash": "cfg-2"}, overwrite=True)
     assert fresh.missing_chunks() == list(range(5)) and fresh.attrs["config_hash"] == "cfg-2"
+
+
+def format1_arrays(start: int, stop: int) -> dict[str, np.ndarray]:
+    """The content the format 1 fixture was written with (chunks 0 and 2 of 3; chunk 1 was never written)."""
+    t = np.arange(start, stop)
+    yy, xx = np.mgrid[0:4, 0:6]
+    depth = (1.0 + 0.5 * t[:, None, None] + 0.1 * yy + 0.01 * xx).astype(np.float32)
+    rgb = np.broadcast_to((10 * t)[:, None, None, None] + np.arange(3), (len(t), 4, 6, 3)).astype(np.uint8)
+    K = np.array([[5.0, 0, 3], [0, 5.0, 2], [0, 0, 1]], np.float32)
+    return {"depth": depth, "K": K, "timestamp": t / 10.0, "frame_index": 2 * t, "rgb": rgb}
+
+
+def test_a_format1_store_still_opens_resumes_and_reads(tmp_path):
+    uri = str(tmp_path / "clip.teacher.zarr")
+    shutil.copytree(FORMAT1_STORE, uri)
+    old = DepthStore.open(uri, require_complete=False)
+    assert old.format_version == 1 and old.done_chunks() == [0, 2] and old.missing_chunks() == [1]
+    assert old.variables == ("depth", "K", "timestamp", "frame_index", "rgb")
+    np.testing.assert_array_equal(old.read(4, 6, ("depth",))["depth"], format1_arrays(4, 6)["depth"])
+
+    attrs = {k: old.attrs[k] for k in ("source", "source_hash", "config_hash", "kind", "fps")}
+    resumed = DepthStore.create(uri, num_frames=6, height=4, width=6, chunk_frames=2, attrs=attrs, variables=["rgb"])
+    assert resumed.missing_chunks() == [1]  # same identity: resumed, not refused or rewritten
+    resumed.write_chunk(1, **format1_arrays(2, 4))
+    resumed.finalize()
+
+    done = DepthStore.open(uri)
+    assert done.is_complete and done.format_version == 1 and "bookkeeping" not in done.group  # layout kept
+    got = done.read(0, 6, ("depth", "timestamp", "rgb"))
+    for name, values in got.items():
+        np.testing.assert_array_equal(values, format1_arrays(0, 6)[name].astype(values.dtype), err_msg=name)
+    ds = done.to_xarray()
+    assert set(ds.data_vars) == {"depth", "K", "rgb"} and set(ds.coords) == {"time", "frame_index"}
+    with pytest.raises(StoreError, match="variables"):
+        DepthStore.create(uri, num_frames=6, height=4, width=6, chunk_frames=2, attrs=attrs)
 
 
 def test_finalize_refuses_missing_chunks(tmp_path):

@@ -4,8 +4,10 @@ paths that cannot escape out_dir."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from steadydepth.export.exporter import EXPORT_VERSION, FORMAT_SETTINGS
 from steadydepth.export.formats import decode_png16, encode_png16, read_exr_depth
 from steadydepth.export.marker import MARKER
 from steadydepth.export.pointcloud import read_ply
+from steadydepth.export.preview_page import THUMBNAIL_WIDTH, previews_markdown
 from storage.depth_store import DepthStore
 from storage.naming import safe_name, store_uri
 
@@ -237,6 +240,66 @@ def test_export_video_preview_compares_refined_with_its_teacher(teacher: str, tm
     assert read_video(out["preview"][0])[0].shape == (h, 3 * w, 3)
     with pytest.raises(InputError, match="teacher store"):
         export_video(refined, ExportConfig(formats=["preview"], out_dir=str(tmp_path / "out2")), progress=False)
+
+
+def _two_videos_previews(tmp_path: Path) -> dict[str, dict[str, list[str]]]:
+    """Previews of two videos that look different (RGB texture vs no RGB), as the export flow collects them."""
+    stores, out = tmp_path / "stores", tmp_path / "out"
+    exports = {}
+    for name, rgb in (("textured", True), ("grey", False)):
+        teacher = make_store(stores, name, rgb=rgb)
+        refined = make_store(stores, name, kind="refined", rgb=False)
+        exports[refined] = {"preview": list(export_previews(teacher, refined, out, progress=False).values())}
+    return exports
+
+
+def _embedded_pngs(markdown: str) -> dict[str, list[np.ndarray]]:
+    """{video: its embedded images, decoded} of a previews page (a `## <video>` section per video)."""
+    sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", markdown, flags=re.M | re.S))
+    images = {}
+    for video, text in sections.items():
+        encoded = re.findall(r"\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
+        data = [base64.b64decode(e) for e in encoded]
+        assert all(d.startswith(b"\x89PNG\r\n\x1a\n") and len(d) < 80_000 for d in data), [len(d) for d in data]
+        images[video] = [cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) for d in data]
+    return images
+
+
+def _difference(thumbnail: np.ndarray, full_size_path: Path) -> float:
+    full = cv2.imread(str(full_size_path))
+    small = cv2.resize(full, thumbnail.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return float(np.abs(small.astype(np.float64) - thumbnail).mean())
+
+
+def test_previews_page_embeds_each_videos_thumbnails(tmp_path: Path) -> None:
+    markdown = previews_markdown(_two_videos_previews(tmp_path))
+    images = _embedded_pngs(markdown)
+    assert set(images) == {"textured", "grey"} and all(len(pngs) == 2 for pngs in images.values())
+    for video, (grid, trace) in images.items():
+        assert grid.shape[1] == THUMBNAIL_WIDTH and trace.shape[1] == THUMBNAIL_WIDTH
+        other = "grey" if video == "textured" else "textured"
+        own, theirs = (tmp_path / "out" / v / "preview" for v in (video, other))
+        assert _difference(grid, own / "grid.png") < 0.7 * _difference(grid, theirs / "grid.png"), video
+        assert _difference(trace, own / "pixel_trace.png") < 8, video
+        assert f"`{own.resolve()}`" in markdown  # the full-size files' folder, as text
+    assert "file://" not in markdown
+    assert previews_markdown({"store": {"npz": ["depth.npz"]}}) is None
+
+
+def test_previews_page_is_the_export_runs_markdown_artifact(tmp_path: Path, prefect_server) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
+    from tasks.export import publish_previews
+
+    exports = _two_videos_previews(tmp_path)
+    artifact_id = flow(name="publish-previews-check")(publish_previews)(exports)
+    with get_client(sync_client=True) as client:
+        (ours,) = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
+    assert ours.key == "export-previews" and ours.type == "markdown" and ours.flow_run_id is not None
+    assert ours.data == previews_markdown(exports)
+    assert set(_embedded_pngs(ours.data)) == {"textured", "grey"}
 
 
 # ---- safety ---------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from smoother.refine import _Block, _prefetch, model_hash, refine_store
 from smoother.temporal_filter import gated_recursion, grid_flows, memory_flows
 from smoother.upsample import guided_upsample, upsample_bilinear
 from steadydepth.errors import StoreError
-from storage.depth_store import DepthStore
+from storage.depth_store import CHUNK_DONE, DepthStore
 from storage.naming import store_uri
 
 N, H, W, CHUNK = 20, 24, 40, 4
@@ -223,7 +223,7 @@ def test_resume_writes_only_missing_chunks_and_matches_an_uninterrupted_run(teac
     partial = DepthStore.open(out_uri, require_complete=False)
     assert partial.missing_chunks() == [3, 4]
     group = zarr.open_group(out_uri, mode="r+")
-    group["chunk_done"][1] = 0  # a middle chunk whose write was "killed half-way"
+    group[CHUNK_DONE][1] = 0  # a middle chunk whose write was "killed half-way"
     a, b = partial.chunk_bounds(1)
     group["depth"][a:b] = 123.0  # its half-written data must be replaced
 
@@ -246,7 +246,7 @@ def test_resume_with_several_chunks_per_call_writes_only_the_missing_ones(teache
     group = zarr.open_group(out_uri, mode="r+")
     group.attrs["complete"] = False
     for i in (1, 3):  # two chunks "lost": one inside a call's block, one at its end
-        group["chunk_done"][i] = 0
+        group[CHUNK_DONE][i] = 0
         a, b = DepthStore.open(out_uri, require_complete=False).chunk_bounds(i)
         group["depth"][a:b] = 123.0
 

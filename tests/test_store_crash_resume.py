@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 from steadydepth.errors import StoreError
@@ -86,6 +87,7 @@ def test_killed_writer_resumes_only_missing_chunks(tmp_path):
     store = DepthStore.open(uri)
     assert store.is_complete and store.missing_chunks() == []
     _assert_chunks_exact(store, list(range(store.num_chunks)))
+    assert set(xr.open_zarr(uri).variables) == set(store.attrs["variables"])  # markers stay out of the Dataset
 
 
 def test_chunk_with_data_but_no_marker_is_rewritten(tmp_path):
@@ -132,3 +134,14 @@ def test_write_interrupted_between_arrays_leaves_chunk_missing(tmp_path, monkeyp
         store.write_chunk(i, **writer.frame_arrays(*store.chunk_bounds(i)))
     store.finalize()
     _assert_chunks_exact(DepthStore.open(uri), list(range(store.num_chunks)))
+
+
+def test_pixel_coordinates_a_crash_left_unfilled_are_rewritten_on_resume(tmp_path):
+    uri = str(tmp_path / "clip.teacher.zarr")
+    store = writer.create(uri)
+    store.group["y"][:] = -1  # as if killed between creating the coordinate array and filling it
+    resumed = writer.create(uri)
+    for i in resumed.missing_chunks():
+        resumed.write_chunk(i, **writer.frame_arrays(*resumed.chunk_bounds(i)))
+    resumed.finalize()
+    np.testing.assert_array_equal(xr.open_zarr(uri).y.values, np.arange(writer.HEIGHT))

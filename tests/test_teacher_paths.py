@@ -221,10 +221,10 @@ def check_store(store: DepthStore, case: Case) -> None:
     ds = xr.open_zarr(store.uri)
     h, w = store.size
     assert ds.depth.shape == (n, h, w) and ds.K.shape == (n, 3, 3)
-    expected_vars = {"depth", "K", "time", "frame_index", "rgb", "invalid_pixels", "frame_valid"}
+    expected_vars = {"depth", "K", "time", "frame_index", "y", "x", "rgb", "invalid_pixels", "frame_valid"}
     expected_vars |= {"confidence"} if case.confidence else set()
     expected_vars |= {"gt_depth", "pose"} if case.ground_truth else set()
-    assert set(ds.variables) - {"chunk_done"} == expected_vars
+    assert set(ds.variables) == expected_vars
     np.testing.assert_array_equal(ds.frame_index.values, case.frame_index)
     depth = ds.depth.values
     assert np.isfinite(depth).all() and (depth > 0).all()
