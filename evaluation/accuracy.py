@@ -11,6 +11,11 @@ Conventions:
     D' = 1 / clip(s/D + b, 1/max_depth, 1/min_depth), i.e. D' clamped to [min_depth, max_depth]
     (as the Video Depth Anything benchmark does).
 - The prediction is not clipped to the depth caps for "none" and "median".
+
+Streaming: `AccuracyAccumulator` sums the per-frame metrics chunk by chunk (given the alignment), and
+`AlignmentFitStream` fits the alignment from chunks in passes: "median" with exact medians (`GroupedMedian`,
+the same numbers as `fit_alignment`), "lstsq_disparity" by a QR factorisation updated chunk by chunk (the same
+least-squares solution as `np.linalg.lstsq`, to float rounding).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from evaluation.metric_names import ACCURACY_METRICS
+from evaluation.order_stats import GroupedMedian
 from steadydepth.errors import InputError
 
 Alignment = Literal["none", "median", "lstsq_disparity"]
@@ -120,18 +126,92 @@ def accuracy_metrics(
     """
     pred, gt = _check_pair(pred, gt)
     scale, shift = fit_alignment(pred, gt, min_depth=min_depth, max_depth=max_depth, alignment=alignment)
-    sums = dict.fromkeys(ACCURACY_METRICS, 0.0)
-    n = 0
-    for t in range(pred.shape[0]):
-        # validity is judged on the raw prediction: the lstsq clamp must not turn an invalid pixel valid
-        d = apply_alignment(pred[t], scale, shift, min_depth=min_depth, max_depth=max_depth, alignment=alignment)
-        v = valid_mask(pred[t], gt[t], min_depth=min_depth, max_depth=max_depth) & (d > 0) & np.isfinite(d)
-        if not v.any():
-            continue
-        for key, value in frame_errors(d[v], gt[t][v]).items():
-            sums[key] += value
-        n += 1
-    return {key: (sums[key] / n if n else math.nan) for key in ACCURACY_METRICS}
+    acc = AccuracyAccumulator(min_depth=min_depth, max_depth=max_depth, alignment=alignment, scale=scale, shift=shift)
+    acc.add(pred, gt)
+    return acc.result()
+
+
+class AccuracyAccumulator:
+    """`accuracy_metrics` chunk by chunk, with the alignment (scale, shift) fitted beforehand."""
+
+    def __init__(
+        self,
+        *,
+        min_depth: float,
+        max_depth: float,
+        alignment: Alignment = "none",
+        scale: float = 1.0,
+        shift: float = 0.0,
+    ) -> None:
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self.alignment, self.scale, self.shift = alignment, scale, shift
+        self.sums = dict.fromkeys(ACCURACY_METRICS, 0.0)
+        self.frames = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """The next (n, H, W) frames of prediction and GT."""
+        pred, gt = _check_pair(pred, gt)
+        caps = {"min_depth": self.min_depth, "max_depth": self.max_depth}
+        for t in range(pred.shape[0]):
+            # validity is judged on the raw prediction: the lstsq clamp must not turn an invalid pixel valid
+            d = apply_alignment(pred[t], self.scale, self.shift, alignment=self.alignment, **caps)
+            v = valid_mask(pred[t], gt[t], **caps) & (d > 0) & np.isfinite(d)
+            if not v.any():
+                continue
+            for key, value in frame_errors(d[v], gt[t][v]).items():
+                self.sums[key] += value
+            self.frames += 1
+
+    def result(self) -> dict[str, float]:
+        n = self.frames
+        return {key: (self.sums[key] / n if n else math.nan) for key in ACCURACY_METRICS}
+
+
+class AlignmentFitStream:
+    """`fit_alignment` from chunks of (pred, GT), in passes: `add` each chunk, `end_pass()` until True, then
+    `result()`. "none" needs no pass (end_pass is True at once), "lstsq_disparity" one, "median" two (float32)
+    or four (float64) for its exact medians."""
+
+    def __init__(self, *, min_depth: float, max_depth: float, alignment: Alignment) -> None:
+        if alignment not in ("none", "median", "lstsq_disparity"):
+            raise InputError(f"unknown alignment {alignment!r}; use 'none', 'median' or 'lstsq_disparity'")
+        self.min_depth, self.max_depth, self.alignment = min_depth, max_depth, alignment
+        self._medians = (GroupedMedian(1), GroupedMedian(1)) if alignment == "median" else None  # of GT, of pred
+        self._r: np.ndarray | None = None  # R of the QR factorisation of [1/D, 1, 1/G] over the rows so far
+        self.done = alignment == "none"
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """The next (n, H, W) frames of prediction and GT (the same frames again in each pass)."""
+        if self.done:
+            return
+        pred, gt = _check_pair(pred, gt)
+        v = valid_mask(pred, gt, min_depth=self.min_depth, max_depth=self.max_depth)
+        if self._medians is not None:
+            for median, values in zip(self._medians, (gt[v], pred[v]), strict=True):
+                if not median.done:  # a float32 median is done in fewer passes than a float64 one
+                    median.add(values)
+            return
+        d, g = pred[v].astype(np.float64), gt[v].astype(np.float64)
+        rows = np.stack([1.0 / d, np.ones_like(d), 1.0 / g], axis=1)
+        stacked = rows if self._r is None else np.vstack([self._r, rows])
+        if len(stacked):
+            self._r = np.linalg.qr(stacked, mode="r")
+
+    def end_pass(self) -> bool:
+        if not self.done:
+            self.done = self._medians is None or all([m.done or m.end_pass() for m in self._medians])
+        return self.done
+
+    def result(self) -> tuple[float, float]:
+        """(scale, shift) as `fit_alignment` gives them; (1, 0) for "none" or when no pixel is valid."""
+        if self._medians is not None:
+            med_g, med_d = (float(m.median()[0]) for m in self._medians)
+            return (1.0, 0.0) if not math.isfinite(med_d) else (med_g / med_d, 0.0)
+        if self._r is None:
+            return 1.0, 0.0
+        # min ||A x − b|| over all rows = min ||R11 x − r12||: the rows of R above the last column's own
+        (s, b), *_ = np.linalg.lstsq(self._r[:2, :2], self._r[:2, 2], rcond=None)
+        return float(s), float(b)
 
 
 def mean_over_sequences(results: Iterable[Mapping[str, float]]) -> dict[str, float]:

@@ -3,8 +3,10 @@
 Each filter is streaming: `update(depth_t[, rgb_t])` takes one (H, W) frame and returns the filtered
 frame, keeping state whose size does not grow with T (one or `window` frames). The functions `ema`,
 `motion_gated_ema` and `median_filter_temporal` run a filter over a whole (T, H, W) array; `run_baselines` runs
-the evaluation's three (BASELINES) with their EvaluateConfig parameters. The outputs go through the same
-`evaluation.metrics.evaluate_sequence` as the teacher and the smoother.
+the evaluation's three (BASELINES) with their EvaluateConfig parameters. Streamed, `baseline_filters` makes the
+three filters once and `run_filter` feeds each chunk to the same filter, so its state (the EMA, the median's
+window of frames) carries over chunk boundaries and the output equals the whole-array run. The outputs go through
+the same `evaluation.metrics.evaluate_sequence` as the teacher and the smoother.
 
 Invalid input pixels (NaN, inf, <= 0) do not update the state: the EMAs output their previous estimate
 there and the median uses the valid frames of its window (NaN where a pixel has no valid value yet).
@@ -157,12 +159,13 @@ class TemporalMedianFilter:
             return np.nanmedian(self.buffer, axis=0).astype(_out_dtype(depth))
 
 
-def _run(
+def run_filter(
     filt: EMAFilter | TemporalMedianFilter,
     depth_seq: np.ndarray,
     rgb_seq: np.ndarray | None = None,
     motion: np.ndarray | None = None,
 ) -> np.ndarray:
+    """Filter (T, H, W) frames with `filt`, continuing from its state: the next chunk of a video, or all of it."""
     depth_seq = np.asarray(depth_seq)
     if depth_seq.ndim != 3:
         raise InputError(f"depth_seq has shape {depth_seq.shape}; pass a (T, H, W) array")
@@ -175,7 +178,7 @@ def _run(
 
 def ema(depth_seq: np.ndarray, alpha: float) -> np.ndarray:
     """Log-depth EMA over a (T, H, W) array (see EMAFilter)."""
-    return _run(EMAFilter(alpha), depth_seq)
+    return run_filter(EMAFilter(alpha), depth_seq)
 
 
 def motion_gated_ema(
@@ -194,12 +197,12 @@ def motion_gated_ema(
     """
     cue = "rgb" if rgb_seq is not None and motion is None else "depth"
     filt = MotionGatedEMAFilter(alpha, threshold, cue=cue, softness=softness)
-    return _run(filt, depth_seq, rgb_seq, None if motion is None else np.asarray(motion))
+    return run_filter(filt, depth_seq, rgb_seq, None if motion is None else np.asarray(motion))
 
 
 def median_filter_temporal(depth_seq: np.ndarray, window: int) -> np.ndarray:
     """Causal temporal median over a (T, H, W) array (see TemporalMedianFilter)."""
-    return _run(TemporalMedianFilter(window), depth_seq)
+    return run_filter(TemporalMedianFilter(window), depth_seq)
 
 
 def baseline_params(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
@@ -216,13 +219,18 @@ def baseline_params(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
     }
 
 
+def baseline_filters(cfg: EvaluateConfig) -> dict[str, EMAFilter | TemporalMedianFilter]:
+    """Fresh filters of the evaluation's baselines (BASELINES), with their EvaluateConfig parameters."""
+    return {
+        "ema": EMAFilter(cfg.ema_alpha),
+        # depth cue: works without RGB and ignores texture; innovation > threshold (log units) resets the pixel
+        "motion_gated_ema": MotionGatedEMAFilter(
+            cfg.gated_ema_alpha, cfg.gated_ema_threshold, cue="depth", softness=cfg.gated_ema_softness
+        ),
+        "temporal_median": TemporalMedianFilter(cfg.median_window),
+    }
+
+
 def run_baselines(depth: np.ndarray, cfg: EvaluateConfig) -> dict[str, np.ndarray]:
     """The causal per-pixel baselines over a (T, H, W) teacher depth video."""
-    return {
-        "ema": ema(depth, cfg.ema_alpha),
-        # depth cue: works without RGB and ignores texture; innovation > threshold (log units) resets the pixel
-        "motion_gated_ema": motion_gated_ema(
-            depth, alpha=cfg.gated_ema_alpha, threshold=cfg.gated_ema_threshold, softness=cfg.gated_ema_softness
-        ),
-        "temporal_median": median_filter_temporal(depth, cfg.median_window),
-    }
+    return {name: run_filter(filt, depth) for name, filt in baseline_filters(cfg).items()}

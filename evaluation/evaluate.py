@@ -1,16 +1,22 @@
 """Evaluate teacher, refined and baseline depth videos with one metric suite, and apply the promotion gate.
 
-    per video: teacher store (+ refined store) ─ read once ─▶ baselines on the teacher depth
-               every method ─ evaluation.metrics.evaluate_sequence (+ OPW with sequence normalisation)
+    per video: teacher store (+ refined store) ─ streamed chunk by chunk (evaluation.video_stream) ─▶ baselines on
+               the teacher depth; every method ─ evaluation.metrics.SequenceMetrics (+ OPW with sequence
+               normalisation) and teacher agreement; plot data
     dataset:   mean_over_sequences per method ─▶ evaluate_gate(teacher, refined) ─▶ report.md, metrics.json, plots
+
+Memory does not grow with a video's length: a video is read one teacher chunk at a time, in a few passes when it
+needs whole-video statistics first (its exact medians, its static mask; see evaluation/video_stream.py), and the
+numbers are those of the whole-array functions (`load_video` + `evaluate_method`, which hold a video in memory
+and remain for scripts) to float rounding.
 
 What is measured depends on what the teacher store holds:
 - gt_depth → accuracy (AbsRel, SqRel, RMSE, RMSE log, δ1..3; caps and alignment from EvaluateConfig);
   gt_depth + pose → TAE (with the store's K) and static flicker on static pixels from GT;
 - rgb → OPW twice: `opw` (per-frame normalisation, as NVDS; blind to global scale flicker) and `opw_sequence`
   (one normalisation per video, so scale flicker counts);
-- always frame_change, and teacher agreement (evaluation.agreement: scale_bias, scale_drift, teacher_band; the
-  refined store's streamed from the stores, the teacher's own trivially 0).
+- always frame_change, and teacher agreement (evaluation.agreement: scale_bias, scale_drift, teacher_band of each
+  method against the teacher; the teacher's own trivially 0).
 Without GT no accuracy, TAE or static flicker appears; only the flow-based OPW, frame_change and teacher agreement,
 which is then the gate's only guard against a model that drifts off the teacher's scale.
 
@@ -40,6 +46,7 @@ from evaluation.gate import GateResult, evaluate_gate
 from evaluation.metric_names import metrics_in_order
 from evaluation.metrics import evaluate_sequence, flow_warps, mean_over_sequences, opw, static_mask_from_gt
 from evaluation.results import EvaluationReport, VideoData
+from evaluation.video_stream import VideoStream, evaluate_video
 from steadydepth.errors import InputError
 from storage.depth_store import DepthStore
 from storage.naming import video_name
@@ -61,7 +68,9 @@ def load_video(
     baselines: bool = True,
     storage_options: Mapping[str, Any] | None = None,
 ) -> VideoData:
-    """Read one video's teacher (and refined) depth and references; run the baselines on the teacher depth."""
+    """Read one video's teacher (and refined) depth and references into memory; run the baselines on the teacher
+    depth. For scripts that evaluate other depth against a video's references (`evaluate_method`);
+    `evaluate_dataset` streams instead."""
     teacher = DepthStore.open(teacher_uri, storage_options)
     n = teacher.num_frames
     wanted = ["depth", "K", "frame_index", *(v for v in ("gt_depth", "pose", "rgb") if v in teacher.variables)]
@@ -145,7 +154,7 @@ def evaluate_dataset(
     plots: bool = True,
     storage_options: Mapping[str, Any] | None = None,
 ) -> EvaluationReport:
-    """Evaluate every video (one at a time in memory), average, gate, and write report.md, metrics.json, plots.
+    """Evaluate every video (streamed, one chunk at a time), average, gate, and write report.md, metrics.json, plots.
 
     teacher_uris: complete teacher stores. refined_uris: the refined store of each, same order, or None to
     evaluate the teacher (and baselines) alone; then `gate` is None. Returns an EvaluationReport.
@@ -167,25 +176,14 @@ def evaluate_dataset(
     methods: list[str] = []
     for i, (name, t_uri) in enumerate(zip(names, teacher_uris, strict=True)):
         r_uri = None if refined_uris is None else str(refined_uris[i])
-        video = load_video(t_uri, r_uri, cfg, baselines=baselines, storage_options=storage_options)
-        video.name = name
-        methods = list(video.depth)
-        per_video[name] = {m: evaluate_method(d, video, cfg) for m, d in video.depth.items()}
-        for method, values in method_agreement(video, t_uri, r_uri, cfg, storage_options).items():
-            per_video[name][method].update(values)  # agreement metrics come last in report order too
-        info[name] = {
-            "teacher_store": t_uri,
-            "refined_store": r_uri,
-            "frames": int(video.depth["teacher"].shape[0]),
-            "size": list(video.depth["teacher"].shape[1:]),
-            "ground_truth": video.gt is not None,
-            "pose": video.pose is not None,
-            "rgb": video.rgb is not None,
-            "static_pixel_fraction": None if video.static_mask is None else float(video.static_mask.mean()),
-        }
-        if plots:
-            plot_paths += rep.plot_video(video, out / "plots")
-        del video  # one video's arrays at a time
+        stream = VideoStream(t_uri, r_uri, cfg, baselines=baselines, storage_options=storage_options)
+        video_plots = rep.VideoPlots(name, stream.num_frames) if plots else None
+        result = evaluate_video(stream, None if video_plots is None else video_plots.add)
+        methods = list(result.metrics)
+        per_video[name] = result.metrics
+        info[name] = result.info
+        if video_plots is not None:
+            plot_paths += video_plots.plot(out / "plots")
 
     means = {m: mean_over_sequences(per_video[v][m] for v in names) for m in methods}
     teacher_means = _finite(means["teacher"])

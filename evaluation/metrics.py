@@ -2,7 +2,8 @@
 
 Accuracy lives in evaluation/accuracy.py, temporal metrics in evaluation/temporal.py, the metric names in
 evaluation/metric_names.py; all are re-exported here. Teacher, smoother and baselines all go through
-`evaluate_sequence`, so their numbers are comparable.
+`evaluate_sequence`, so their numbers are comparable. `SequenceMetrics` is `evaluate_sequence` fed chunk by chunk
+(evaluate_sequence itself feeds it the whole video as one chunk), which is how the evaluation streams stores.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.accuracy import (
+    AccuracyAccumulator,
     Alignment,
     accuracy_metrics,
     apply_alignment,
@@ -24,11 +26,17 @@ from evaluation.accuracy import (
 from evaluation.metric_names import ACCURACY_METRICS, METRIC_NAMES, SUITE_METRICS
 from evaluation.temporal import (
     FlowWarps,
+    FrameChangeAccumulator,
+    OPWAccumulator,
     OpwNormalization,
+    PairWarp,
+    StaticFlickerAccumulator,
+    TAEAccumulator,
     flow_warps,
     frame_change,
     opw,
     robust_normalize,
+    robust_stats,
     static_flicker,
     static_mask_from_gt,
     static_mask_from_rgb,
@@ -44,6 +52,7 @@ __all__ = [
     "accuracy_metrics",
     "apply_alignment",
     "FlowWarps",
+    "SequenceMetrics",
     "evaluate_sequence",
     "fit_alignment",
     "flow_warps",
@@ -98,18 +107,97 @@ def evaluate_sequence(
     if needs_caps and (lo is None or hi is None):
         raise InputError("depth caps unknown: pass cfg=EvaluateConfig(...) or min_depth= and max_depth=")
 
-    out: dict[str, float] = {}
-    aligned = pred
+    scale, shift = 1.0, 0.0
     if gt is not None:
-        out.update(accuracy_metrics(pred, gt, min_depth=lo, max_depth=hi, alignment=alignment))
-        if alignment != "none":
-            scale, shift = fit_alignment(pred, gt, min_depth=lo, max_depth=hi, alignment=alignment)
-            aligned = apply_alignment(pred, scale, shift, min_depth=lo, max_depth=hi, alignment=alignment)
-    if K is not None and poses is not None:
-        out["tae"] = tae(aligned, K, poses, min_depth=lo, max_depth=hi)
+        scale, shift = fit_alignment(pred, gt, min_depth=lo, max_depth=hi, alignment=alignment)
+    opw_accs = {}
     if rgb is not None or opw_warps is not None:
-        out["opw"] = opw(pred, rgb, flow=flow, normalize=opw_normalize, warps=opw_warps)
-    if static_mask is not None:
-        out["static_flicker"] = static_flicker(pred, static_mask)
-    out["frame_change"] = frame_change(pred)
-    return {k: float(v) if v is not None else math.nan for k, v in out.items()}
+        # opw's own checks and flow: the same numbers as opw(pred, rgb, ...)
+        if opw_warps is None:
+            if np.shape(rgb) != (*pred.shape, 3):
+                raise InputError(f"rgb {np.shape(rgb)} must be (T, H, W, 3) matching depth {pred.shape}")
+            opw_warps = flow_warps(rgb, flow=flow)
+        elif opw_warps.shape != pred.shape:
+            raise InputError(f"flow warps of a {opw_warps.shape} video do not match depth {pred.shape}")
+        median, mad = robust_stats(pred) if opw_normalize == "sequence" else (None, None)
+        opw_accs["opw"] = OPWAccumulator(opw_normalize, median=median, mean_abs_dev=mad)
+    acc = SequenceMetrics(
+        min_depth=lo,
+        max_depth=hi,
+        accuracy=gt is not None,
+        alignment=alignment,
+        scale=scale,
+        shift=shift,
+        tae=K is not None and poses is not None,
+        opw=opw_accs,
+        static_flicker=static_mask is not None,
+    )
+    warps = None if opw_warps is None else opw_warps.per_frame()
+    acc.add(pred, gt=gt, K=K, poses=poses, static_mask=static_mask, warps=warps)
+    return acc.result()
+
+
+class SequenceMetrics:
+    """`evaluate_sequence` chunk by chunk: every metric's running state for one depth video.
+
+    Whole-video statistics come in up front: the alignment's (scale, shift) and each OPW accumulator's sequence
+    normalisation (`evaluation.temporal.OPWAccumulator`; its key is the metric name, e.g. "opw", "opw_sequence").
+    `add` consecutive chunks, then `result()`: the keys evaluate_sequence gives for the same inputs (plus the
+    OPW keys named), in the same order.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_depth: float | None,
+        max_depth: float | None,
+        accuracy: bool = False,
+        alignment: Alignment = "none",
+        scale: float = 1.0,
+        shift: float = 0.0,
+        tae: bool = False,
+        opw: dict[str, OPWAccumulator] | None = None,
+        static_flicker: bool = False,
+    ) -> None:
+        caps = {"min_depth": min_depth, "max_depth": max_depth}
+        self.caps, self.alignment, self.scale, self.shift = caps, alignment, scale, shift
+        self.accuracy = AccuracyAccumulator(**caps, alignment=alignment, scale=scale, shift=shift) if accuracy else None
+        self.tae = TAEAccumulator(**caps) if tae else None
+        self.opw = dict(opw or {})
+        self.static_flicker = StaticFlickerAccumulator() if static_flicker else None
+        self.frame_change = FrameChangeAccumulator()
+
+    def add(
+        self,
+        pred: np.ndarray,
+        *,
+        gt: np.ndarray | None = None,
+        K: np.ndarray | None = None,
+        poses: np.ndarray | None = None,
+        static_mask: np.ndarray | None = None,
+        warps: list[PairWarp | None] | None = None,
+    ) -> None:
+        """The next (n, H, W) frames with the references the accumulator was built for: gt (n, H, W) for accuracy,
+        K + poses for TAE, static_mask ((H, W) or (n, H, W)) for static flicker, one warp per frame for OPW."""
+        if self.accuracy is not None:
+            self.accuracy.add(pred, gt)
+        if self.tae is not None:
+            aligned = pred
+            if gt is not None and self.alignment != "none":  # TAE of the aligned prediction, as evaluate_sequence
+                aligned = apply_alignment(pred, self.scale, self.shift, alignment=self.alignment, **self.caps)
+            self.tae.add(aligned, K, poses)
+        for acc in self.opw.values():
+            acc.add(pred, warps)
+        if self.static_flicker is not None:
+            self.static_flicker.add(pred, static_mask)
+        self.frame_change.add(pred)
+
+    def result(self) -> dict[str, float]:
+        out: dict[str, float] = {} if self.accuracy is None else self.accuracy.result()
+        if self.tae is not None:
+            out["tae"] = self.tae.result()
+        out.update({name: acc.result() for name, acc in self.opw.items()})
+        if self.static_flicker is not None:
+            out["static_flicker"] = self.static_flicker.result()
+        out["frame_change"] = self.frame_change.result()
+        return {k: float(v) if v is not None else math.nan for k, v in out.items()}

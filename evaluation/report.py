@@ -1,7 +1,7 @@
 """Write an EvaluationReport: metrics.json (everything), report.md (tables + gate) and matplotlib plots.
 
 Plots use matplotlib's object API (`Figure`, rendered by Agg), so no global backend is switched:
-    plots/<video>-pixel.png  one pixel's depth over time for every method and GT
+    plots/<video>-pixel.png  one pixel's depth over time for every method and GT (`VideoPlots`, streamed)
     plots/<video>-maps.png   per-pixel temporal std / mean (flicker) and the AbsRel map of the middle frame
     plots/metrics-bars.png   every metric per video and dataset mean, one bar per method
     plots/tradeoff.png       dataset-mean AbsRel vs the flicker metric, one point per method (needs GT)
@@ -23,7 +23,9 @@ from evaluation.baselines import baseline_params
 from evaluation.config import EvaluateConfig
 from evaluation.gate import GateResult
 from evaluation.metric_names import AGREEMENT_METRICS, METRIC_LABELS, metrics_in_order
-from evaluation.results import EvaluationReport, VideoData
+from evaluation.results import EvaluationReport
+from evaluation.temporal import PixelMoments
+from evaluation.video_stream import Chunk, VideoStatistics
 
 METHOD_LABELS = {
     "teacher": "teacher",
@@ -90,32 +92,35 @@ def _metrics_present(tables: list[Mapping[str, Mapping[str, float]]]) -> list[st
     return metrics_in_order({k for table in tables for row in table.values() for k in row})
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: list[str]) -> list[str]:
-    """Markdown table lines: methods as rows, metrics as columns."""
-    lines = [
-        "| method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
-        "| --- |" + " ---: |" * len(metrics),
-    ]
-    for method, values in rows.items():
-        cells = [fmt(values.get(m)) for m in metrics]
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+def _table(cells: Mapping[str, Mapping[str, str]], metrics: list[str]) -> list[str]:
+    """Markdown table lines from {method: {metric: cell}}: metrics as rows, methods as columns, so the table stays a
+    few columns wide however many metrics there are (readable in the Prefect UI's artifact view)."""
+    methods = list(cells)
+    lines = ["| metric | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |"]
+    lines += ["| --- |" + " ---: |" * len(methods)]
+    lines += [f"| {METRIC_LABELS[k]} | " + " | ".join(cells[m][k] for m in methods) + " |" for k in metrics]
     return lines
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: list[str]) -> list[str]:
+    """Markdown table lines of each method's metrics."""
+    return _table({method: {k: fmt(values.get(k)) for k in metrics} for method, values in rows.items()}, metrics)
 
 
 def relative_table(means: Mapping[str, Mapping[str, float]], metrics: list[str]) -> list[str]:
     """Markdown table of each method's change vs the teacher in percent (negative = lower)."""
     base = means["teacher"]
-    lines = ["| method | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
-    for method, values in means.items():
-        if method == "teacher":
-            continue
-        cells = []
-        for m in metrics:
-            t, v = base.get(m, math.nan), values.get(m, math.nan)
-            ok = math.isfinite(t) and math.isfinite(v) and t != 0
-            cells.append(f"{100 * (v / t - 1):+.1f}%" if ok else "–")
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
-    return lines
+
+    def change(t: float, v: float) -> str:
+        ok = math.isfinite(t) and math.isfinite(v) and t != 0
+        return f"{100 * (v / t - 1):+.1f}%" if ok else "–"
+
+    cells = {
+        method: {k: change(base.get(k, math.nan), values.get(k, math.nan)) for k in metrics}
+        for method, values in means.items()
+        if method != "teacher"
+    }
+    return _table(cells, metrics)
 
 
 def write_markdown(report: EvaluationReport, cfg: EvaluateConfig) -> None:
@@ -190,12 +195,12 @@ def _save(fig: Figure, path: Path) -> str:
     return str(path)
 
 
-def _trace_pixel(video: VideoData) -> tuple[int, int]:
+def _trace_pixel(stats: VideoStatistics, shape: tuple[int, int]) -> tuple[int, int]:
     """A static pixel nearest the centre, else a pixel with valid GT throughout nearest the centre, else the centre."""
-    t, h, w = video.depth["teacher"].shape
-    candidates = video.static_mask
-    if (candidates is None or not candidates.any()) and video.gt is not None:
-        candidates = np.isfinite(video.gt).all(axis=0)
+    h, w = shape
+    candidates = stats.static_mask
+    if (candidates is None or not candidates.any()) and stats.gt_finite is not None:
+        candidates = stats.gt_finite
     if candidates is None or not candidates.any():
         return h // 2, w // 2
     ys, xs = np.nonzero(candidates)
@@ -203,52 +208,85 @@ def _trace_pixel(video: VideoData) -> tuple[int, int]:
     return int(ys[i]), int(xs[i])
 
 
-def _temporal_cv(depth: np.ndarray) -> np.ndarray:
-    """Per-pixel temporal std / mean over finite, positive values (the flicker map)."""
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        d = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float64)
-        return np.nanstd(d, axis=0) / np.nanmean(d, axis=0)
+def _positive(d: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(d) & (d > 0)
 
 
-def plot_video(video: VideoData, out_dir: Path) -> list[str]:
-    """Pixel trace and flicker/error maps of one video; returns the PNG paths."""
-    paths = []
-    y, x = _trace_pixel(video)
-    fig = Figure(figsize=(8, 3.5))
-    ax = fig.add_subplot()
-    if video.gt is not None:
-        ax.plot(video.gt[:, y, x], color=COLOURS["gt"], lw=2, label="GT")
-    for method, depth in video.depth.items():
-        ax.plot(depth[:, y, x], color=COLOURS.get(method), lw=1.2, label=METHOD_LABELS.get(method, method))
-    ax.set(xlabel="frame", ylabel="depth (m)", title=f"{video.name}: pixel (y={y}, x={x})")
-    ax.legend(fontsize=7, ncols=3)
-    paths.append(_save(fig, out_dir / f"{video.name}-pixel.png"))
+class VideoPlots:
+    """What one video's plots show, collected chunk by chunk from the evaluation's main pass (pass `add` as
+    `evaluate_video`'s on_chunk): one pixel's depth over time for every method and GT, the per-pixel temporal
+    std / mean (flicker map) of GT, teacher and refined, and their AbsRel maps of the middle frame. It keeps a
+    few (H, W) maps and one value per frame and method, never a video."""
 
-    shown = {"GT": video.gt} if video.gt is not None else {}
-    shown.update({METHOD_LABELS[m]: video.depth[m] for m in ("teacher", "refined") if m in video.depth})
-    rows = 2 if video.gt is not None else 1
-    fig = Figure(figsize=(3.2 * len(shown), 2.6 * rows))
-    cv = {k: _temporal_cv(v) for k, v in shown.items()}
-    vmax = float(np.nanpercentile(cv[METHOD_LABELS["teacher"]], 99)) or 1e-3
-    mid = video.depth["teacher"].shape[0] // 2
-    for j, (label, c) in enumerate(cv.items()):
-        ax = fig.add_subplot(rows, len(shown), j + 1)
-        im = ax.imshow(c, cmap="magma", vmin=0, vmax=vmax)
-        ax.set_title(f"{label}: temporal std/mean", fontsize=8)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        if rows == 2 and label != "GT":
-            gt = video.gt[mid].astype(np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                err = np.abs(shown[label][mid] - gt) / gt
-            ax = fig.add_subplot(rows, len(shown), len(shown) + j + 1)
-            im = ax.imshow(err, cmap="viridis", vmin=0, vmax=0.3)
-            ax.set_title(f"{label}: AbsRel, frame {mid}", fontsize=8)
+    MAPS = ("gt", "teacher", "refined")  # what the maps figure shows, when present
+
+    def __init__(self, name: str, frames: int) -> None:
+        self.name = name
+        self.mid = frames // 2
+        self.pixel: tuple[int, int] | None = None
+        self.traces: dict[str, list[np.ndarray]] = {}  # "gt" or method -> the pixel's depth, chunk by chunk
+        self.moments: dict[str, PixelMoments] = {}
+        self.errors: dict[str, np.ndarray] = {}  # method -> |D − G| / G of the middle frame
+
+    def add(self, chunk: Chunk, stats: VideoStatistics) -> None:
+        n, h, w = chunk.depth["teacher"].shape
+        if self.pixel is None:
+            self.pixel = _trace_pixel(stats, (h, w))
+        y, x = self.pixel
+        series = {**({"gt": chunk.gt} if chunk.gt is not None else {}), **chunk.depth}
+        for key, depth in series.items():
+            self.traces.setdefault(key, []).append(np.array(depth[:, y, x]))
+            if key in self.MAPS:
+                self.moments.setdefault(key, PixelMoments()).add(depth, _positive(depth))
+        if chunk.gt is not None and chunk.start <= self.mid < chunk.start + n:
+            gt = chunk.gt[self.mid - chunk.start].astype(np.float64)
+            for method in ("teacher", "refined"):
+                if method in chunk.depth:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        self.errors[method] = np.abs(chunk.depth[method][self.mid - chunk.start] - gt) / gt
+
+    def _flicker_map(self, key: str) -> np.ndarray:
+        """Per-pixel temporal std / mean over finite, positive values; NaN where a pixel has none."""
+        m = self.moments[key]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(m.n > 0, np.sqrt(m.variance()) / m.mean, np.nan)
+
+    def plot(self, out_dir: Path) -> list[str]:
+        """Pixel trace and flicker/error maps of the video; returns the PNG paths."""
+        paths = []
+        y, x = self.pixel
+        fig = Figure(figsize=(8, 3.5))
+        ax = fig.add_subplot()
+        for key, parts in self.traces.items():
+            label = "GT" if key == "gt" else METHOD_LABELS.get(key, key)
+            ax.plot(np.concatenate(parts), color=COLOURS.get(key), lw=2 if key == "gt" else 1.2, label=label)
+        ax.set(xlabel="frame", ylabel="depth (m)", title=f"{self.name}: pixel (y={y}, x={x})")
+        ax.legend(fontsize=7, ncols=3)
+        paths.append(_save(fig, out_dir / f"{self.name}-pixel.png"))
+
+        shown = [k for k in self.MAPS if k in self.moments]
+        labels = {k: "GT" if k == "gt" else METHOD_LABELS[k] for k in shown}
+        rows = 2 if "gt" in shown else 1
+        fig = Figure(figsize=(3.2 * len(shown), 2.6 * rows))
+        cv = {k: self._flicker_map(k) for k in shown}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN map: the fallback scale below
+            vmax = float(np.nanpercentile(cv["teacher"], 99)) or 1e-3
+        for j, key in enumerate(shown):
+            ax = fig.add_subplot(rows, len(shown), j + 1)
+            im = ax.imshow(cv[key], cmap="magma", vmin=0, vmax=vmax)
+            ax.set_title(f"{labels[key]}: temporal std/mean", fontsize=8)
             ax.axis("off")
             fig.colorbar(im, ax=ax, fraction=0.046)
-    paths.append(_save(fig, out_dir / f"{video.name}-maps.png"))
-    return paths
+            if rows == 2 and key != "gt":
+                ax = fig.add_subplot(rows, len(shown), len(shown) + j + 1)
+                im = ax.imshow(self.errors[key], cmap="viridis", vmin=0, vmax=0.3)
+                ax.set_title(f"{labels[key]}: AbsRel, frame {self.mid}", fontsize=8)
+                ax.axis("off")
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        paths.append(_save(fig, out_dir / f"{self.name}-maps.png"))
+        return paths
 
 
 def plot_dataset(report: EvaluationReport, out_dir: Path, cfg: EvaluateConfig) -> list[str]:
