@@ -55,6 +55,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -63,10 +64,18 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 from zarr.codecs import ZstdCodec
 
-from steadydepth import __version__
 from steadydepth.errors import StoreError
 from storage import uri as uris
 from storage.naming import KINDS, video_name
+
+
+def _package_version() -> str:
+    """The installed steadydepth's version, from its metadata (storage imports nothing above it)."""
+    try:
+        return metadata.version("steadydepth")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
 
 FORMAT_VERSION = 2  # 2: markers in a sub-group, y/x coordinates, CF attributes; format 1 stores still open and resume
 REQUIRED = ("depth", "K", "timestamp", "frame_index")
@@ -466,7 +475,7 @@ def _cf_globals(uri: str, attrs: Mapping[str, Any]) -> dict[str, str]:
     return {
         "Conventions": CONVENTIONS,
         "title": f"SteadyDepth {attrs['kind']} depth of {video_name(uri)}",
-        "history": f"{created} written by steadydepth {__version__}",
+        "history": f"{created} written by steadydepth {_package_version()}",
     }
 
 
