@@ -1,4 +1,5 @@
-"""Helpers shared by the flows: task runners, one-line failure text, status artifacts, truthful final states."""
+"""Helpers shared by the flows: the run's config, task runners, one-line failure text, status artifacts, truthful
+final states."""
 
 from __future__ import annotations
 
@@ -6,11 +7,51 @@ from typing import Any
 
 from prefect import Flow
 from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.collections import deep_merge
 
-from steadydepth.config import Config
+from steadydepth.config import Config, validate_config
+from steadydepth.errors import ConfigError
+
+# Every flow's `config` default: all fields at the code's defaults. Typed, so a deployment's parameter schema (the
+# Prefect UI's run form) lists every section and field with its description, default and bounds.
+DEFAULT_CONFIG = Config()
+_CONFIG_REMEDY = "fix {field} in the run's config parameter or in the deployment's (prefect.yaml)"
+
+
+def deployment_config() -> dict[str, Any]:
+    """The `config` this flow run's deployment was deployed with: {} for a direct call or a subflow."""
+    context = FlowRunContext.get()
+    deployment_id = context.flow_run.deployment_id if context is not None and context.flow_run else None
+    if deployment_id is None:
+        return {}
+    with get_client(sync_client=True) as client:
+        return client.read_deployment(deployment_id).parameters.get("config") or {}
+
+
+def run_config(config: Config | dict[str, Any] | None) -> Config:
+    """The run's Config: the given `config` deep-merged over its deployment's, then validated.
+
+    Prefect replaces a parameter as a whole, so a run given `{"train": {"steps": 5}}` would lose every other value
+    the deployment sets (store.root, teacher.backend); merged, only the fields it names change (mappings merge at
+    every depth, any other value replaces). A Config contributes the fields that were set on it. The flows take
+    `validate_parameters=False` so that this, not Prefect's multi-line report, checks the value: ConfigError with
+    one line naming the first bad field.
+    """
+    given = config.model_dump(mode="json", exclude_unset=True) if isinstance(config, Config) else config or {}
+    tree = deep_merge(deployment_config(), given) if isinstance(given, dict) else given
+    return validate_config(tree, _CONFIG_REMEDY)
+
+
+def rejected(err: ConfigError) -> State:
+    """What a run with an invalid config ends as: Failed at once, its message the one-line reason (no traceback);
+    a direct call raises the error."""
+    print(f"rejected: {err}")
+    return Failed(message=str(err), data=err)
 
 
 def one_line(exc: BaseException | object) -> str:

@@ -6,23 +6,40 @@ from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.common import final_state, one_line, run_for_summary, status_table, task_runner
+from flows.common import (
+    DEFAULT_CONFIG,
+    final_state,
+    one_line,
+    rejected,
+    run_config,
+    run_for_summary,
+    status_table,
+    task_runner,
+)
 from steadydepth.config import Config
+from steadydepth.errors import ConfigError
 from steadydepth.video.open import discover_sources, source_name
 from storage.naming import store_uri
 from tasks.cache import is_complete, trusted
 from tasks.ingest import ingest_video_task
 
 
-@flow(name="ingest", log_prints=True)
-def ingest_flow(inputs: list[str], config: dict | None = None) -> dict:
+@flow(name="ingest", log_prints=True, validate_parameters=False)  # run_config checks `config`
+def ingest_flow(inputs: list[str], config: Config = DEFAULT_CONFIG) -> dict:
     """Ingest every video found in `inputs` (folders, globs, list files or paths).
 
     A failing video fails only its own task: the flow finishes the others and returns
     {"stores": [IngestResult dicts], "failures": [{"video", "error"}]}. Videos whose store is complete
     and unchanged are cached (skipped); incomplete stores are resumed.
+
+    Args:
+        inputs: videos to ingest: folders, globs, text files listing paths, video files or RGB-D frame folders
+        config: settings of the run; a deployment run's value is merged over the deployment's, field by field
     """
-    cfg = Config.model_validate(config or {})
+    try:
+        cfg = run_config(config)
+    except ConfigError as err:
+        return rejected(err)
     sources = [s for item in inputs for s in discover_sources(item)]
     print(f"ingest: {len(sources)} video(s), teacher={cfg.teacher.backend}, stores under {cfg.store.root}")
     cfg_json = cfg.model_dump(mode="json")

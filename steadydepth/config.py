@@ -147,7 +147,7 @@ class Config(_Section):
         return stable_hash(payload, 16)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _format_validation_error(err: ValidationError, remedy: str) -> str:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "<root>"
     got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
@@ -155,7 +155,18 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     # A check across fields is located at its section: point at the section's fields, not at the section.
     target = f"{field}.FIELD" if isinstance(first.get("input"), dict) else field
-    return f"invalid config {field}: {msg}{got}{more}; fix it in {source} or with --set {target}=..."
+    return f"invalid config {field}: {msg}{got}{more}; " + remedy.replace("{field}", target)
+
+
+def validate_config(tree: Any, remedy: str) -> Config:
+    """A Config from a tree of sections; ConfigError naming the first invalid field in one line otherwise.
+
+    `remedy` ends the message: how to fix the field where the tree came from (`{field}` is its dotted name).
+    """
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, remedy)) from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -210,7 +221,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
         _set_dotted(tree, key, value)
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+    return validate_config(tree, f"fix it in {source} or with --set {{field}}=...")

@@ -1,11 +1,13 @@
 """Every deployment of prefect.yaml run by a real process worker against a real Prefect server, as a user would.
 
 One module-wide stack: `prefect server start` on a free localhost port (its own PREFECT_HOME under tmp),
-`prefect work-pool create` for each pool prefect.yaml names, `prefect --no-prompt deploy --all` from the repo
-root, and `prefect worker start`. Each deployment is then run once with `prefect deployment run -p ... --watch` on a
-tiny synthetic video (synthetic teacher, a few training steps), every state and output is checked, and the
-worker and server are stopped with every process they started. See deploy/README.md, "Run a deployment on a
-worker", for the same steps by hand.
+`prefect work-pool create` for each pool prefect.yaml names, the teacher's concurrency limit, a result storage
+block, `prefect --no-prompt deploy --all` from the repo root, and one `prefect worker start` per pool, each started
+outside the checkout and pointed at it only by STEADYDEPTH_CHECKOUT (the pull step), its results going to the
+block (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK). Each deployment is then run with `prefect deployment run -p ...
+--watch` on a tiny synthetic video (synthetic teacher, a few training steps); every state and output, and the pool
+and worker that ran it, are checked, and the workers and server are stopped with every process they started. See
+deploy/README.md for the same steps by hand.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from steadydepth.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 FINAL_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT_S = 600  # one flow run on 2 loaded cores; a tiny run takes about a minute
+RESULT_STORAGE = "local-file-system/steadydepth-results"  # the block the workers' results go to
 MODEL_NAME = "steadydepth-smoother"  # the default orchestration.model_name the deployments register under
 # what a run falling back to a default would create in the checkout (its working directory on the worker)
 PROCESS_STATE_DIRS = ("mlruns", "mlflow.db", ".steadydepth", "data")
@@ -47,10 +50,11 @@ class Stack:
     root: Path
     api_url: str
     env: dict[str, str]
-    worker_log: Path
+    worker_logs: dict[str, Path]  # pool name → its worker's log
     server_log: Path
     mlflow_uri: str
     videos: Path
+    results: Path  # the shared result storage's folder
 
 
 def _free_port() -> int:
@@ -64,11 +68,11 @@ def _tail(path: Path, chars: int = 6000) -> str:
     return text[-chars:]
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> subprocess.Popen:
     """A long-running prefect command in its own session, its output in `log`."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "prefect", *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "prefect", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
@@ -86,6 +90,15 @@ def _ok(done: subprocess.CompletedProcess, what: str) -> str:
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
+
+
+def _api(stack: Stack, method: str, path: str, body: Any) -> Any:
+    """One call to the server's REST API with a JSON body (what the UI does)."""
+    request = urllib.request.Request(f"{stack.api_url}{path}", data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read()
+    return json.loads(text) if text else None
 
 
 def _wait_healthy(api_url: str, server: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -132,9 +145,14 @@ def _running(process: Any) -> bool:
         return False
 
 
-def _pool_names() -> list[str]:
+def _deployment_pools() -> dict[str, str]:
+    """Deployment name → the work pool prefect.yaml sends its runs to."""
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    return sorted({d["work_pool"]["name"] for d in spec["deployments"]})
+    return {d["name"]: d["work_pool"]["name"] for d in spec["deployments"]}
+
+
+def _pool_names() -> list[str]:
+    return sorted(set(_deployment_pools().values()))
 
 
 def _deployment_names() -> list[str]:
@@ -156,52 +174,77 @@ def _server_env(base: dict[str, str]) -> dict[str, str]:
 
 
 def _worker_env(base: dict[str, str], root: Path) -> tuple[dict[str, str], str]:
-    """The worker's (and so its flow runs') environment: one MLflow shared by every run; quick polling."""
+    """The workers' (and so their flow runs') environment: their checkout, the shared result storage, one MLflow
+    shared by every run; quick polling."""
     mlflow_uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = {**base, "MLFLOW_TRACKING_URI": mlflow_uri, "STEADYDEPTH_ARTIFACT_ROOT": str(root / "mlartifacts"),
+    env = {**base, "STEADYDEPTH_CHECKOUT": str(REPO), "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULT_STORAGE,
+           "MLFLOW_TRACKING_URI": mlflow_uri,
+           "STEADYDEPTH_ARTIFACT_ROOT": str(root / "mlartifacts"),
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
            "OMP_NUM_THREADS": "1"}  # tiny tensors: one torch thread beats two on a busy 2-core machine
     return env, mlflow_uri
 
 
-def _deploy_everything(env: dict[str, str]) -> None:
+def _python(code: str, env: dict[str, str]) -> None:
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    _ok(done, f"python -c {code!r}")
+
+
+def _set_up_server(env: dict[str, str], results: Path) -> None:
+    """What deploy/README.md has a user do once per server: pools, the teacher's limit, a result storage block."""
     for pool in _pool_names():
         _ok(_prefect(["work-pool", "create", pool, "--type", "process"], env), f"work-pool create {pool}")
+    _ok(_prefect(["concurrency-limit", "create", "teacher", "1"], env), "concurrency-limit create teacher 1")
+    # A local folder stands in for the bucket of deploy/README.md: the same setting names it, another block type.
+    _python("from prefect.filesystems import LocalFileSystem; "
+            f"LocalFileSystem(basepath={str(results)!r}).save({RESULT_STORAGE.split('/')[1]!r})", env)
+
+
+def _deploy_everything(env: dict[str, str]) -> None:
     _ok(_prefect(["deploy", "--all"], env, timeout=600), "prefect deploy --all")
     listed = _ok(_prefect(["deployment", "ls"], env), "deployment ls")
     missing = [name for name in _deployment_names() if name not in listed]
     assert not missing, f"not deployed: {missing}\n{listed}"
 
 
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    args = ["worker", "start", "--pool", _pool_names()[0], "--type", "process", "--name", "test-worker"]
-    return _spawn(args, env, log)
+def _worker_name(pool: str) -> str:
+    return f"worker-{pool}"
+
+
+def _start_worker(pool: str, env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
+    args = ["worker", "start", "--pool", pool, "--type", "process", "--name", _worker_name(pool)]
+    return _spawn(args, env, log, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    """Server, pools, deployments and a worker, started as a user would; stopped with all their processes."""
+    """Server, pools, deployments and a worker per pool, started as a user would; stopped with all their
+    processes."""
     from steadydepth.synth.generate import generate_benchmark
 
-    assert len(_pool_names()) == 1, "this test starts one worker; give each pool its own worker to test more"
     before = {name for name in PROCESS_STATE_DIRS if (REPO / name).exists()}
     root = tmp_path_factory.mktemp("deployments")
     api_url = f"http://127.0.0.1:{_free_port()}/api"
     base = _base_env(root, api_url)
-    server_log, worker_log = root / "server.log", root / "worker.log"
+    server_log, results = root / "server.log", root / "results"
+    worker_logs = {pool: root / f"{_worker_name(pool)}.log" for pool in _pool_names()}
     port = api_url.rsplit(":", 1)[1].split("/")[0]
     server = _spawn(["server", "start", "--host", "127.0.0.1", "--port", port], _server_env(base), server_log)
-    worker = None
+    workers = []
     try:
         _wait_healthy(api_url, server, server_log)
+        _set_up_server(base, results)
         _deploy_everything(base)
         worker_env, mlflow_uri = _worker_env(base, root)
-        worker = _start_worker(worker_env, worker_log)
+        elsewhere = root / "elsewhere"  # the workers start outside the checkout: only the pull step leads there
+        elsewhere.mkdir()
+        workers = [_start_worker(pool, worker_env, log, elsewhere) for pool, log in worker_logs.items()]
         videos = root / "videos"
         generate_benchmark(videos, n_videos=1, n_frames=8, size=(48, 64), seed=11)
-        yield Stack(root, api_url, base, worker_log, server_log, mlflow_uri, videos)
+        yield Stack(root, api_url, base, worker_logs, server_log, mlflow_uri, videos, results)
     finally:
-        if worker is not None:
+        for worker in workers:
             _stop(worker)
         _stop(server)
     created = {name for name in PROCESS_STATE_DIRS if (REPO / name).exists()} - before
@@ -209,8 +252,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 
 def _config(tree: Path) -> dict:
-    """A whole config (a run's `config` replaces the deployment's): synthetic teacher, tiny training, all under
-    `tree`."""
+    """A whole config: synthetic teacher, tiny training, all under `tree` (the deployments' own defaults point at
+    data/ in the checkout)."""
     overrides = {
         "teacher.backend": "synthetic", "store.root": str(tree / "stores"), "store.chunk_frames": 8,
         "orchestration.home": str(tree / "home"),
@@ -233,18 +276,41 @@ class FlowRun:
         return self.record.get("state") or {}
 
 
-def _flow_run(stack: Stack, deployment: str, params: dict[str, Any]) -> FlowRun:
+def _run_deployment(stack: Stack, deployment: str, params: dict[str, Any]) -> subprocess.CompletedProcess:
     """`prefect deployment run --watch` with these parameters: the worker runs it, the command waits for it."""
     values = [arg for key, value in params.items() for arg in ("-p", f"{key}={json.dumps(value)}")]
     args = ["deployment", "run", deployment, *values, "--watch", "--watch-timeout", str(RUN_TIMEOUT_S)]
-    done = _prefect(args, stack.env, timeout=RUN_TIMEOUT_S + 120)
+    return _prefect(args, stack.env, timeout=RUN_TIMEOUT_S + 120)
+
+
+def _flow_run(stack: Stack, deployment: str, params: dict[str, Any]) -> FlowRun:
+    """A deployment's run, finished: in the pool prefect.yaml names, picked up by that pool's worker."""
+    done = _run_deployment(stack, deployment, params)
     output = done.stdout + done.stderr
     match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
     assert match, f"deployment run {deployment} created no flow run ({done.returncode}):\n{output[-3000:]}"
     run = FlowRun(_final_record(stack, match.group(1)), output, done.returncode)
     # --watch exits 0 exactly when the run completed: what a script or CI job calling it relies on
     assert (run.returncode == 0) == (run.state.get("type") == "COMPLETED"), _why(stack, run)
+    pool = _deployment_pools()[deployment.split("/", 1)[1]]
+    assert run.record.get("work_pool_name") == pool, _why(stack, run)
+    assert _worker_of(stack, run) == _worker_name(pool), _why(stack, run)
     return run
+
+
+def _worker_of(stack: Stack, run: FlowRun) -> str | None:
+    """The worker that submitted the run, from the run's own logs on the server."""
+    body = {"logs": {"flow_run_id": {"any_": [run.record["id"]]}}, "limit": 200}
+    for log in _api(stack, "POST", "/logs/filter", body):
+        if match := re.search(r"Worker '([^']+)' submitting flow run", log["message"]):
+            return match.group(1)
+    return None
+
+
+def _set_deployment_config(stack: Stack, deployment: str, config: dict[str, Any]) -> None:
+    """Change a deployment's default `config`, as editing the deployment in the UI does."""
+    record = _get_json(f"{stack.api_url}/deployments/name/{deployment}")
+    _api(stack, "PATCH", f"/deployments/{record['id']}", {"parameters": {**record["parameters"], "config": config}})
 
 
 def _final_record(stack: Stack, flow_run_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -258,9 +324,9 @@ def _final_record(stack: Stack, flow_run_id: str, timeout: float = 60) -> dict[s
 
 
 def _why(stack: Stack, run: FlowRun) -> str:
+    logs = "".join(f"--- {path.name} (tail) ---\n{_tail(path, 3000)}\n" for path in stack.worker_logs.values())
     return (f"{run.record.get('name')}: state {run.state.get('name')!r}: {run.state.get('message')}\n"
-            f"--- prefect deployment run --watch (exit {run.returncode}, tail) ---\n{run.output[-2500:]}\n"
-            f"--- worker log (tail) ---\n{_tail(stack.worker_log)}")
+            f"--- prefect deployment run --watch (exit {run.returncode}, tail) ---\n{run.output[-2500:]}\n{logs}")
 
 
 def _assert_state(stack: Stack, run: FlowRun, expected: str) -> None:
@@ -271,11 +337,20 @@ def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
-def _registered_versions(stack: Stack) -> list[str]:
+def _mlflow(stack: Stack):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=stack.mlflow_uri, registry_uri=stack.mlflow_uri)
-    return sorted(v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'"))
+    return MlflowClient(tracking_uri=stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+
+
+def _registered_versions(stack: Stack) -> list[str]:
+    return sorted(v.version for v in _mlflow(stack).search_model_versions(f"name='{MODEL_NAME}'"))
+
+
+def _trained_with(stack: Stack, version: str) -> dict[str, str]:
+    """The config a registered version was trained with (its training run's params, flattened)."""
+    client = _mlflow(stack)
+    return client.get_run(client.get_model_version(MODEL_NAME, version).run_id).data.params
 
 
 def _assert_ingested(tree: Path, n_stores: int = 1) -> None:
@@ -305,6 +380,20 @@ def _assert_exported(tree: Path) -> None:
         assert any(f"/{fmt}/" in f and f.endswith(suffix) for f in files), f"no {fmt} export in {files}"
 
 
+def _assert_teacher_slots_released(stack: Stack) -> None:
+    """The teacher's concurrency limit (deploy/README.md) exists and a finished ingest holds none of its slots."""
+    limit = _get_json(f"{stack.api_url}/concurrency_limits/tag/teacher")
+    assert limit["concurrency_limit"] == 1 and limit["active_slots"] == [], limit
+
+
+def _assert_results_shared(stack: Stack) -> None:
+    """Results went to the workers' result storage block, none to the local default: what lets a cache hit on one
+    worker be seen by another."""
+    assert _files(stack.results), f"no result in the shared result storage {stack.results}"
+    local_default = stack.root / "prefect-home" / "storage"
+    assert not _files(local_default), f"results in the local default {local_default}: {_files(local_default)}"
+
+
 def test_no_flow_file_shadows_an_importable_module() -> None:
     """A worker loads an entrypoint file as a module named after the file, with flows/ first on sys.path: a
     flows/smoother.py hid the smoother package from every run that imported it (pipeline, export)."""
@@ -324,9 +413,16 @@ def test_every_deployment_runs_on_a_process_worker(stack: Stack) -> None:
 
     _assert_state(stack, _flow_run(stack, "ingest/ingest-inbox", {"inputs": inputs, "config": config}), "Completed")
     _assert_ingested(tree)
+    _assert_teacher_slots_released(stack)
 
-    _assert_state(stack, _flow_run(stack, "train/train", {"config": config}), "Completed")
+    # A partial override merges into the deployment's config: the run names train.steps only, and still finds the
+    # stores and writes its checkpoint where the deployment's store.root and orchestration.home say.
+    _set_deployment_config(stack, "train/train", config)
+    _assert_state(stack, _flow_run(stack, "train/train", {"config": {"train": {"steps": 3}}}), "Completed")
     (version,) = _assert_trained(stack, tree, n_versions=1)
+    trained_with = _trained_with(stack, version)
+    assert (trained_with["train.steps"], trained_with["train.batch_size"]) == ("3", "2"), trained_with
+    assert trained_with["store.root"] == config["store"]["root"], trained_with
 
     params = {"model_ref": f"models:/{MODEL_NAME}/{version}", "config": config}
     _assert_state(stack, _flow_run(stack, "evaluate/evaluate", params), "Completed")
@@ -342,6 +438,7 @@ def test_every_deployment_runs_on_a_process_worker(stack: Stack) -> None:
     _assert_trained(stack, weekly, n_versions=2)
     _assert_evaluated(weekly)
     _assert_exported(weekly)
+    _assert_results_shared(stack)
 
 
 @pytest.mark.slow
@@ -353,3 +450,22 @@ def test_ingest_deployment_over_a_broken_video_ends_failed(stack: Stack) -> None
     run = _flow_run(stack, "ingest/ingest-inbox", {"inputs": [str(broken)], "config": _config(stack.root / "red")})
     _assert_state(stack, run, "Failed")
     assert "1 of 1 failed" in (run.state.get("message") or ""), _why(stack, run)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_bad_config_value_fails_at_once_in_one_line(stack: Stack) -> None:
+    # Outside what the parameter schema allows: the server refuses the run; no flow run is created.
+    done = _run_deployment(stack, "train/train", {"config": {"train": {"steps": 0}}})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "UUID:" not in output, output[-3000:]
+    assert "config.train.steps" in output and "minimum of 1" in output, output[-3000:]
+
+    # Valid for the schema, not for the config (fx without fy): the run fails before any work, in one line.
+    run = _flow_run(stack, "train/train", {"config": {"decode": {"intrinsics": {"fx": 500.0}}}})
+    _assert_state(stack, run, "Failed")
+    message = run.state.get("message") or ""
+    assert message.startswith("invalid config decode.intrinsics"), _why(stack, run)
+    assert "give fx and fy" in message and "\n" not in message, _why(stack, run)
+    assert "Traceback" not in run.output, _why(stack, run)
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import xarray as xr
 
 from steadydepth.config import load_config
@@ -105,3 +106,27 @@ def test_ingest_reports_progress_per_video_in_the_ui(tmp_path, prefect_server):
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
     ours = [a for a in artifacts if (a.description or "").startswith("ingest progress-check")]
     assert len(ours) == 1 and ours[0].data == 100.0 and ours[0].description.endswith("8/8")
+
+
+def test_a_flow_takes_a_config_a_whole_dict_or_the_fields_it_changes():
+    """Outside a deployment's run there is nothing to merge into: a Config, its dump and its set fields give the
+    same run config (what the CLI and the pipeline's subflows pass)."""
+    from flows.common import run_config
+
+    cfg = load_config(overrides={"store.root": "/data/stores", "train.steps": 7})
+    assert run_config(cfg) == cfg == run_config(cfg.model_dump(mode="json"))
+    assert run_config({"store": {"root": "/data/stores"}, "train": {"steps": 7}}) == cfg
+    assert run_config(None) == load_config()
+
+
+def test_a_bad_config_fails_the_run_at_once_in_one_line(tmp_path, prefect_server):
+    from flows.model_flows import train_flow
+    from steadydepth.errors import ConfigError
+
+    bad = {"store": {"root": str(tmp_path / "stores")}, "decode": {"intrinsics": {"fx": 500.0}}}  # fy missing
+    state = train_flow(bad, return_state=True)
+    assert state.is_failed() and "\n" not in state.message, state.message
+    assert state.message.startswith("invalid config decode.intrinsics: give fx and fy (pixels) or hfov_deg;")
+    assert "fix decode.intrinsics.FIELD in the run's config parameter" in state.message
+    with pytest.raises(ConfigError, match=r"^invalid config train\.steps: .*greater than or equal to 1 \(got 0\)"):
+        train_flow({"train": {"steps": 0}})  # a direct call raises it
