@@ -14,8 +14,10 @@ from evaluation.metric_names import GATE_METRICS
 from steadydepth.config import Config, load_config
 from steadydepth.errors import InputError, SteadyDepthError
 from steadydepth.export.config import EXPORT_FORMATS
-from steadydepth.runtime import use_embedded_defaults
-from storage.naming import list_stores, require_teacher_stores
+from steadydepth.runtime import start_embedded_server, use_embedded_defaults
+from storage import uri as uris
+from storage.naming import list_stores, require_distinct_names, require_teacher_stores
+from storage.writing import require_writable
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -71,6 +73,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root, "teacher.backend": args.teacher})
     _check_inputs(args.inputs)
+    _check_writable(cfg, "store.root")
     _check_devices(cfg, "teacher.device")
     _start(cfg)
     from flows.ingest import run_ingest
@@ -95,11 +98,24 @@ def _print_evaluation(evaluation: dict) -> None:
 
 
 def _check_inputs(inputs: list[str]) -> None:
-    """Every input exists and names videos (InputError otherwise): checked before any server starts."""
-    from steadydepth.video.open import discover_sources
+    """Every input exists and names videos, and no two videos would write one store (InputError otherwise):
+    checked before any server starts."""
+    from steadydepth.video.open import discover_sources, source_name
 
+    names = {}
     for item in inputs:
-        discover_sources(item)
+        for source in discover_sources(item):
+            same_file = source if uris.is_url(source) else str(Path(source).resolve())  # one video given twice is one
+            names[same_file] = source_name(source)
+    require_distinct_names(names)
+
+
+def _check_writable(cfg: Config, *settings: str) -> None:
+    """Each named output folder (e.g. "store.root") can be written (InputError otherwise), before any work starts:
+    a read-only or unwritable location is refused before anything is computed."""
+    for setting in settings:
+        section, field = setting.split(".")
+        require_writable(getattr(getattr(cfg, section), field), setting, cfg.store.storage_options)
 
 
 def _check_stores(cfg: Config) -> None:
@@ -125,6 +141,7 @@ def _check_devices(cfg: Config, *settings: str) -> None:
 def _start(cfg: Config) -> None:
     home = use_embedded_defaults(cfg.orchestration.home)
     print(f"state (Prefect, MLflow) under {home}", file=sys.stderr)  # stdout stays the command's answer
+    start_embedded_server()  # stopped by a watchdog however this process ends
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -144,6 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root})
     _check_stores(cfg)
     _check_model(args.model)
+    _check_writable(cfg, "store.root")  # refined stores go beside the teacher stores
     _start(cfg)
     import json
 
@@ -171,6 +189,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = _config(args, extra)
     _check_stores(cfg)
     _check_model(args.model)
+    _check_writable(cfg, "store.root", "export.out_dir")
     _start(cfg)
     from flows.common import run_for_summary
     from flows.export import export_flow
@@ -213,6 +232,7 @@ def _run_pipeline(inputs: list[str], cfg: Config, dask: bool) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args, {"store.root": args.store_root, "export.overwrite": args.overwrite or None})
     _check_inputs(args.inputs)
+    _check_writable(cfg, "store.root", "export.out_dir")
     _check_devices(cfg, "teacher.device", "train.device")
     _start(cfg)
     return _run_pipeline(args.inputs, cfg, args.dask)

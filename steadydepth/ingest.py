@@ -29,6 +29,7 @@ from steadydepth.video.types import Frame, FrameSource, VideoInfo
 from storage import uri as uris
 from storage.depth_store import TEACHER_QUALITY, DepthStore
 from storage.naming import store_uri
+from storage.writing import exclusive_write
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,17 @@ def ingest_video(
     """
     t0 = time.perf_counter()
     src = open_source(source, cfg.decode)
+    uri = store_uri(cfg.store.root, src.info.name, kind="teacher")
+    # One writer per store: a second run (or a second video of the same name) is refused, never interleaved.
+    with exclusive_write(uri, f"{src.info.name} is being ingested", cfg.store.storage_options):
+        return _ingest_claimed(src, uri, cfg, teacher, on_progress, t0)
+
+
+def _ingest_claimed(
+    src: FrameSource, uri: str, cfg: Config, teacher: Teacher, on_progress: ProgressFn | None, t0: float
+) -> IngestResult:
+    """`ingest_video` once the store's write claim is held."""
     info = src.info
-    uri = store_uri(cfg.store.root, info.name, kind="teacher")
     h, w = info.size
 
     existing = _existing_store(uri, cfg)

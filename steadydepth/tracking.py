@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -42,6 +43,9 @@ from smoother.config import SmootherConfig
 from smoother.model import ResidualSmoother
 from steadydepth import serving
 from steadydepth.config import Config
+from steadydepth.runtime import process_alive, process_host, process_token
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 DEFAULT_MODEL_NAME = "steadydepth-smoother"
@@ -91,11 +95,45 @@ def _use_experiment(name: str) -> None:
 
 @contextmanager
 def start_run(dataset: str, cfg: Config, run_name: str | None = None, **tags: str) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in the dataset's experiment with the whole config logged as params."""
+    """An MLflow run in the dataset's experiment with the whole config logged as params, tagged with the process that
+    runs it; runs that a dead process of this host left RUNNING are ended first (`end_orphaned_runs`)."""
+    end_orphaned_runs()
     _use_experiment(experiment_name(dataset))
-    with mlflow.start_run(run_name=run_name, tags={"dataset": str(dataset), **tags}) as run:
+    with mlflow.start_run(run_name=run_name, tags={"dataset": str(dataset), **_owner_tags(), **tags}) as run:
         mlflow.log_params(flatten(cfg.model_dump(mode="json")))
         yield run
+
+
+# The process running a run: a run whose process is gone (killed with SIGKILL, the machine lost power) stays RUNNING
+# in MLflow forever unless someone ends it.
+OWNER_TAGS = ("steadydepth.host", "steadydepth.pid", "steadydepth.pid_start")
+
+
+def _owner_tags() -> dict[str, str]:
+    return dict(zip(OWNER_TAGS, (process_host(), str(os.getpid()), process_token()), strict=True))
+
+
+def end_orphaned_runs() -> list[str]:
+    """Mark KILLED every RUNNING run of this tool whose process, on this host, no longer exists; returns their ids.
+
+    Runs of other hosts (or containers) are left alone: whether their process lives cannot be told from here."""
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    host = process_host().replace("'", "")
+    runs = client.search_runs(
+        experiments, f"attributes.status = 'RUNNING' and tags.`steadydepth.host` = '{host}'", max_results=1000
+    )
+    ended = []
+    for run in runs:
+        pid, token = run.data.tags.get("steadydepth.pid", ""), run.data.tags.get("steadydepth.pid_start", "")
+        if pid.isdigit() and not process_alive(int(pid), token):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+            log.warning("MLflow run %s was left running by process %s, which is gone: marked KILLED",
+                        run.info.run_id, pid)
+    return ended
 
 
 def log_step(step: int, values: Mapping[str, float], prefix: str = "train/") -> None:

@@ -12,14 +12,16 @@ Every reader and writer builds, parses and lists store URIs through this module,
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from steadydepth.errors import InputError
+from steadydepth.errors import InputError, StoreError
 from storage import uri as uris
 
 KINDS = ("teacher", "refined")
+MAX_NAME = 200  # characters of a sanitised video name: `.<name>.refined-<model hash>.zarr.lock` fits in 255 bytes
 _SUFFIX = ".zarr"
 _STORE_NAME = re.compile(r"^(?P<name>.+)\.(?P<kind>teacher|refined)(?:-(?P<model>[A-Za-z0-9_]+))?\.zarr$")
 
@@ -30,11 +32,29 @@ def _check_kind(kind: str) -> None:
 
 
 def safe_name(video_name: str) -> str:
-    """A video name made safe as one path component (store or export folder): no '/', no '..' prefix, not hidden."""
+    """A video name made safe as one path component (store or export folder): no '/', no '..' prefix, not hidden,
+    at most MAX_NAME characters (a longer name keeps its first part and a hash of the whole, so it stays unique and
+    the store's name, `<name>.refined-<model>.zarr`, stays within the file systems' 255-byte limit)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", str(video_name)).lstrip(".")
     if not name.strip("_"):
         raise InputError(f"video name {video_name!r} has no usable characters for a file name; rename the video")
+    if len(name) > MAX_NAME:
+        name = f"{name[: MAX_NAME - 9]}-{hashlib.sha256(str(video_name).encode()).hexdigest()[:8]}"
     return name
+
+
+def require_distinct_names(names: Mapping[str, str]) -> None:
+    """InputError when two different sources ({source: video name}) would write the same store (their names become
+    equal once made file-safe, e.g. `a b.mp4` and `a_b.mp4`, or two `clip.mp4` in different folders)."""
+    claimed: dict[str, str] = {}
+    for source, name in names.items():
+        key = safe_name(name)
+        if key in claimed:
+            raise InputError(
+                f"{claimed[key]} and {source} would both write the store {key}.teacher.zarr (names are made "
+                "file-safe); rename one of them, or ingest them into different store roots (--store-root)"
+            )
+        claimed.setdefault(key, source)
 
 
 def store_uri(root: str, video_name: str, kind: str = "teacher", model_id: str | None = None) -> str:
@@ -92,9 +112,41 @@ def list_stores(root: str, kind: str = "teacher", storage_options: Mapping[str, 
     return [uris.join(root, n) for n in names if store_kind(n) == kind]
 
 
-def require_teacher_stores(root: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """`list_stores(root, "teacher")`, or InputError telling the user to ingest first when there is none."""
-    found = list_stores(root, "teacher", storage_options)
-    if not found:
+def teacher_stores_by_state(
+    root: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """(complete, unfinished) teacher stores under root: an unfinished one is still being written, or its ingest was
+    interrupted (a rerun of the ingest finishes it)."""
+    from storage.depth_store import DepthStore  # late: depth_store builds on this module
+
+    complete, unfinished = [], []
+    for uri in list_stores(root, "teacher", storage_options):
+        try:
+            done = DepthStore.open(uri, storage_options, require_complete=False).is_complete
+        except StoreError:  # so far only its folder, or not a store at all
+            done = False
+        (complete if done else unfinished).append(uri)
+    return complete, unfinished
+
+
+def require_teacher_stores(
+    root: str, storage_options: Mapping[str, Any] | None = None, report: Callable[[str], None] | None = None
+) -> list[str]:
+    """The complete teacher stores under root; `report` is told (one line) which unfinished ones are skipped.
+
+    InputError telling the user to ingest when there is no complete one."""
+    complete, unfinished = teacher_stores_by_state(root, storage_options)
+    names = ", ".join(video_name(u) for u in unfinished)
+    if not complete:
+        if unfinished:
+            raise InputError(
+                f"no complete teacher stores under {root}: {names} unfinished (an ingest was interrupted or is "
+                "running); rerun `steadydepth ingest` on their videos to finish them"
+            )
         raise InputError(f"no teacher stores under {root}; run `steadydepth ingest` first")
-    return found
+    if unfinished and report is not None:
+        report(
+            f"skipping {len(unfinished)} unfinished teacher store(s) under {root}: {names} (an ingest was "
+            "interrupted or is running); rerun `steadydepth ingest` on their videos to include them"
+        )
+    return complete

@@ -14,6 +14,7 @@ from steadydepth.ingest import ingest_video
 from steadydepth.teachers.base import Teacher
 from steadydepth.teachers.registry import build_teacher
 from steadydepth.video.open import source_name
+from storage.writing import write_errors
 from tasks.cache import ingest_key
 from tasks.progress import TaskProgress
 from tasks.retry import retry_unless_bad_input
@@ -46,7 +47,8 @@ def ingest_video_task(source: str, config: dict) -> dict:
     Resumable: finished chunks of an interrupted store are kept and only missing ones are computed.
     """
     cfg = Config.model_validate(config)
-    with TaskProgress(f"ingest {source_name(source)}") as progress:
+    fix = "free space or make it writable (or set store.root elsewhere), then rerun: finished chunks are kept"
+    with write_errors(cfg.store.root, fix), TaskProgress(f"ingest {source_name(source)}") as progress:
         result = ingest_video(source, cfg, teacher=cached_teacher(cfg.teacher), on_progress=progress).to_dict()
     result["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return result

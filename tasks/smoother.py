@@ -9,17 +9,22 @@ from prefect import task
 
 from smoother.checkpoint import CHECKPOINT_NAME, load_smoother
 from smoother.model import ResidualSmoother
-from smoother.refine import REFINE_VERSION, model_hash, refine_store, refined_store_matches
+from smoother.refine import REFINE_VERSION, model_hash, refine_store, refined_config_hash, refined_store_matches
 from smoother.train import TRAIN_VERSION, train
+from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS
 from steadydepth import tracking
 from steadydepth.config import Config
 from steadydepth.device import resolve_device
+from steadydepth.errors import StoreError
 from storage import naming
+from storage.depth_store import DepthStore
+from storage.writing import exclusive_write, write_errors
 from tasks.cache import digest, store_identity, stores_key
 from tasks.progress import TaskProgress
 from tasks.retry import retry_unless_bad_input
 
 TRAIN_SECTIONS = ("smoother", "train", "loss")
+_TRAIN_WRITE_FIX = "free space or set orchestration.home elsewhere, then rerun: training resumes from its checkpoint"
 
 
 def train_key(store_uris: list[str], cfg: Config) -> str:
@@ -48,14 +53,20 @@ def train_task(store_uris: list[str], config: dict, dataset: str) -> dict:
     """Train on the teacher stores, log the run to MLflow and register the model; resumes from its checkpoint."""
     cfg = Config.model_validate(config)
     out_dir = train_dir(store_uris, cfg)
-    with tracking.start_run(dataset, cfg, run_name="train-smoother") as run:
+    # One process per training: two would race on its checkpoint and register the model twice.
+    with (
+        exclusive_write(str(out_dir), f"the training in {out_dir} is being run"),
+        tracking.start_run(dataset, cfg, run_name="train-smoother") as run,
+    ):
+        remove_checkpoint_temporaries(out_dir)
         with TaskProgress("train smoother", unit="step", bar=False) as progress:  # train() has its own bar
 
             def on_step(step: int, values: dict[str, float]) -> None:
                 tracking.log_step(step, values)
                 progress(step, cfg.train.steps)
 
-            result = train(cfg, store_uris, str(out_dir), on_step=on_step)
+            with write_errors(str(out_dir), _TRAIN_WRITE_FIX):
+                result = train(cfg, store_uris, str(out_dir), on_step=on_step)
         model = load_smoother(result.checkpoint)
         version = tracking.log_smoother(
             model, cfg, model_name=cfg.orchestration.model_name, checkpoint=result.checkpoint, store_uris=store_uris
@@ -68,6 +79,15 @@ def train_task(store_uris: list[str], config: dict, dataset: str) -> dict:
         "losses": result.losses,
         "seconds": result.seconds,
     }
+
+
+def remove_checkpoint_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the hidden temporaries (`.last.pt.*.tmp`) a training killed while saving left in its folder (only
+    safe while holding the training's claim); returns them. The checkpoint itself is replaced atomically."""
+    stale = sorted(out_dir.glob(f".{CHECKPOINT_NAME}.*.tmp")) if out_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_model(ref: str) -> ResidualSmoother:
@@ -110,10 +130,32 @@ def refine_output_complete(teacher_uri: str, model_ref: str, cfg: Config) -> boo
 def refine_task(teacher_uri: str, model_ref: str, config: dict) -> dict:
     """Write the refined store next to a teacher store (streaming, resumable); returns a RefineResult dict."""
     cfg = Config.model_validate(config)
+    so = cfg.store.storage_options
     device = resolve_device("auto")
-    with TaskProgress(f"refine {naming.video_name(teacher_uri)}") as progress:
+    model = load_model(model_ref)
+    model_id = model_hash(model)
+    refined = naming.refined_uri(teacher_uri, model_id)
+    root, video = refined.rstrip("/").rsplit("/", 1)[0], naming.video_name(teacher_uri)
+    with (
+        exclusive_write(refined, f"{video} is being refined with model {model_id}", so),
+        write_errors(root, "free space or make it writable, then rerun: finished chunks are kept"),
+        TaskProgress(f"refine {video}") as progress,
+    ):
         result = refine_store(
-            teacher_uri, None, load_model(model_ref), device=device, storage_options=cfg.store.storage_options,
-            overwrite=True, model_id=model_ref, on_progress=progress,
+            teacher_uri, refined, model, device=device, storage_options=so, model_id=model_ref, on_progress=progress,
+            overwrite=not resumable(refined, teacher_uri, model, so),
         )
     return result.to_dict()
+
+
+def resumable(refined_uri: str, teacher_uri: str, model: ResidualSmoother, storage_options: dict) -> bool:
+    """Whether the store at refined_uri is this very refinement (this model, this teacher store, this refinement
+    code), finished or not: it is then resumed from its finished chunks; anything else there is replaced."""
+    try:
+        refined = DepthStore.open(refined_uri, storage_options, require_complete=False)
+        teacher = DepthStore.open(teacher_uri, storage_options)
+    except StoreError:
+        return False
+    teacher_hash = str(teacher.attrs.get("config_hash", ""))
+    expected = refined_config_hash(model_hash(model), teacher_hash, radius=DEFAULT_RADIUS, eps=DEFAULT_EPS)
+    return refined.attrs.get("config_hash") == expected

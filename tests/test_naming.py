@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 
 from steadydepth.errors import InputError
-from storage.naming import list_stores, model_of, refined_uri, store_kind, store_uri, video_name
+from storage.naming import (
+    MAX_NAME,
+    list_stores,
+    model_of,
+    refined_uri,
+    require_distinct_names,
+    safe_name,
+    store_kind,
+    store_uri,
+    video_name,
+)
 
 
 def test_store_uri_is_sanitised(tmp_path):
@@ -49,3 +59,21 @@ def test_list_stores_lists_one_kind_sorted(tmp_path):
     assert list_stores(str(tmp_path), "teacher") == [store_uri(str(tmp_path), n) for n in ("a", "b")]
     assert list_stores(str(tmp_path), "refined") == [store_uri(str(tmp_path), n, "refined") for n in ("a", "b")]
     assert list_stores(str(tmp_path / "missing")) == []
+
+
+def test_long_names_are_capped_and_stay_distinct(tmp_path):
+    short = "k" * MAX_NAME
+    assert safe_name(short) == short  # names that fit keep their store
+    one, two = "x" * 250 + "-take1", "x" * 250 + "-take2"  # the same first MAX_NAME characters
+    assert len(safe_name(one)) == len(safe_name(two)) == MAX_NAME and safe_name(one) != safe_name(two)
+    assert safe_name(one) == safe_name(one)  # deterministic: a rerun finds its store
+    leaf = Path(refined_uri(store_uri(str(tmp_path), one), "f" * 16)).name
+    assert len(f".{leaf}.lock".encode()) <= 255  # the longest file name a store brings
+
+
+def test_two_videos_that_would_share_a_store_are_refused():
+    require_distinct_names({"/v/a.mp4": "a", "/v/b.mp4": "b"})
+    with pytest.raises(InputError, match=r"^/v/a b.mp4 and /v/a_b.mp4 would both write the store a_b.teacher.zarr"):
+        require_distinct_names({"/v/a b.mp4": "a b", "/v/a_b.mp4": "a_b"})
+    with pytest.raises(InputError, match="/one/clip.mp4 and /two/clip.mp4"):
+        require_distinct_names({"/one/clip.mp4": "clip", "/two/clip.mp4": "clip"})

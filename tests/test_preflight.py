@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _store_writer import create, frame_arrays
 
 from tasks.retry import retry_unless_bad_input
 
@@ -31,8 +32,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "binary.yaml").write_bytes(bytes(range(256)))
     (tmp / "list.yaml").write_text("- decode\n- teacher\n")
     (tmp / "a-file").write_text("not a folder")
-    (tmp / "stores").mkdir()
-    (tmp / "stores" / "clip.teacher.zarr").mkdir()  # enough for the pre-flight listing
+    store = create(str(tmp / "stores" / "clip.teacher.zarr"))  # a finished teacher store: the pre-flight opens it
+    for i in range(store.num_chunks):
+        store.write_chunk(i, **frame_arrays(*store.chunk_bounds(i)))
+    store.finalize()
     home = ["--set", f"orchestration.home={tmp / 'home'}"]
     cases = {
         "missing input": (["ingest", str(tmp / "nope.mp4"), *home], "nope.mp4 not found"),
