@@ -71,7 +71,7 @@ class SmootherConfig(Section):
 class TrainConfig(Section):
     """Self-supervised training of the smoother on teacher stores (smoother/train.py); GT is never read."""
 
-    steps: int = Field(default=450, ge=1, description="optimizer steps (≈13 min on 2 shared CPU cores at the defaults)")
+    steps: int = Field(default=150, ge=1, description="optimizer steps (≈4 min on 2 CPU cores at the defaults)")
     window: int = Field(default=16, ge=3, description="frames per training window (shorter videos are padded)")
     batch_size: int = Field(default=4, ge=1)
     crop_size: int | None = Field(
@@ -110,6 +110,15 @@ class LossConfig(Section):
     """Weights and thresholds of the self-supervised smoother losses (formulas in smoother/losses.py)."""
 
     anchor: float = Field(default=1.0, ge=0, description="confidence-weighted L1 to the teacher's log-depth")
+    anchor_scale: float = Field(
+        default=4.0,
+        ge=0,
+        description="the window's mean frame-median log-ratio to the teacher stays within anchor_scale_band of the "
+        "teacher's own band (no slide off its scale; the gate's teacher-agreement check as a loss)",
+    )
+    anchor_scale_band: float = Field(
+        default=1.0, ge=0, description="anchor_scale's tolerance, in teacher bands (median |Δ frame-median log-depth|)"
+    )
     temporal_static: float = Field(default=2.0, ge=0, description="frame-to-frame change on static pixels")
     temporal_flow: float = Field(
         default=2.0, ge=0, description="frame-to-frame change along the optical flow on surfaces that stayed in view"
@@ -123,7 +132,9 @@ class LossConfig(Section):
     long_span: int = Field(default=16, ge=2, description="frames spanned by temporal_long")
     smoothness: float = Field(default=0.1, ge=0, description="edge-aware spatial smoothness of the residual")
     magnitude: float = Field(default=0.01, ge=0, description="L2 of the residual")
-    motion_depth_tau: float = Field(default=0.05, gt=0, description="local |Δ log teacher| scale of the motion cue")
+    motion_depth_tau: float = Field(
+        default=0.3, gt=0, description="local |Δ log teacher| scale of the motion cue (large: RGB decides motion)"
+    )
     motion_rgb_tau: float = Field(default=0.03, gt=0, description="|Δ RGB| scale of the motion cue (RGB in [0, 1])")
     accel_rgb_tau: float = Field(default=0.1, gt=0, description="looser |Δ RGB| scale gating temporal_accel")
     edge_k: float = Field(default=10.0, ge=0, description="smoothness weight exp(-edge_k·|∇ log teacher|)")
@@ -136,7 +147,7 @@ class LossConfig(Section):
     anchor_mean: bool = Field(
         default=True, description="anchor pixels static over the whole window to the teacher's mean there"
     )
-    still_depth_tau: float = Field(default=0.15, gt=0, description="|log-depth change| scale of the whole-window test")
+    still_depth_tau: float = Field(default=0.6, gt=0, description="|log-depth change| scale of the whole-window test")
     still_rgb_tau: float = Field(default=0.05, gt=0, description="|RGB change| scale of the whole-window test")
     still_camera_tau: float = Field(
         default=0.01, gt=0, description="frame-median |RGB change| scale at which the whole camera counts as moving"

@@ -4,6 +4,7 @@ Everything is in log-depth. With ℓ = log D_teacher, r = ΔD the predicted resi
 log-depth, all (B, N, 1, H, W), and ρ(x) = sqrt(x² + ε²) − ε (Charbonnier: ≈ |x| above ε, smooth at 0):
 
     anchor          = mean_{t,p} c · ρ(ℓ̂ − ℓ*),  ℓ* = ℓ + w (ℓ̄ − ℓ)               stay on the metric teacher
+    anchor_scale    = mean_b ρ(max(0, |mean_t median_p (ℓ̂_t − ℓ_t)| − β·band))  and on its scale, window by window
     temporal_static = mean_{t,p} s_t · ρ(ℓ̂_t − ℓ̂_{t−1})                       static pixels do not change
     temporal_flow   = mean_{t,p} s^f_t · ρ(D_t − median_p D_t),  D_t = ℓ̂_t − W_t ℓ̂_{t−1}   nor surfaces followed
                                                                              along the flow (the local part)
@@ -45,6 +46,15 @@ is zero-mean, so smoothing that does not lag also lowers AbsRel; anchor 2 gave l
 is off because under fast camera motion the frame-wide change is not smooth and the term made the model lag
 (fast-motion video: AbsRel 0.062 → 0.086); temporal_motion 1 (vs 0.1) keeps moving content from smearing.
 
+anchor_scale is the gate's teacher-agreement check (evaluation/agreement.py) as a loss: the refined depth's
+frame-median log-ratio to the teacher, averaged over the window (16 frames after the burn-in), must stay within β =
+`anchor_scale_band` teacher bands (band = median_t |median_p ℓ_t − median_p ℓ_{t−1}| over the sequence, the gate's
+definition; the gate allows 3). Per frame the ratio may move (that is the flicker removed); over a window only as
+far as the teacher's own scale is uncertain, so the filter cannot buy steadiness by holding a scale the teacher has
+left, and still may average a wandering teacher scale within its band. The per-pixel anchor alone cannot ensure
+it on a noisy teacher: it is divided by the teacher's noise scale, and every temporal term prefers a slide to
+following the teacher.
+
 temporal_long exists because frame-to-frame terms barely see slow drift (≈ 0.002 log-units per frame is about
 ε): over k frames it adds up to a change the penalty counts. It needs long sequences, which burn-in gives.
 
@@ -82,6 +92,7 @@ from smoother.temporal_filter import warp_previous
 
 TERMS = (
     "anchor",
+    "anchor_scale",
     "temporal_static",
     "temporal_flow",
     "temporal_accel",
@@ -223,6 +234,16 @@ def smoother_losses(
     trust = 1.0 / _frames(noise_scale, anchored) if noise_scale is not None else 1.0
     terms["anchor"] = _masked_mean(trust * conf * rho(anchored), frame_ok)
     terms["magnitude"] = _masked_mean(residual * residual, frame_ok)
+    # The teacher's scale, averaged over the window, is kept: per-frame flicker may be removed, a slide is not.
+    ratio = frame_median(log_r - log_t)[:, :, 0, 0, 0]  # (B, N)
+    w = frame_ok.to(ratio.dtype)
+    window_ratio = (ratio * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # (B,)
+    frame_scale = frame_median(log_t)[:, :, 0, 0, 0]  # (B, N) the teacher's frame-median log-depth
+    steps = (frame_scale[:, 1:] - frame_scale[:, :-1]).abs()
+    steps = torch.where(valid[:, 1:] & valid[:, :-1], steps, torch.full_like(steps, float("nan")))
+    band = steps.nanmedian(dim=1).values.nan_to_num(0.0) if n > 1 else torch.zeros_like(window_ratio)  # (B,)
+    excess = (window_ratio.abs() - cfg.anchor_scale_band * band).clamp_min(0.0)
+    terms["anchor_scale"] = rho(excess).mean()
 
     dx_r, dy_r = residual[..., :, 1:] - residual[..., :, :-1], residual[..., 1:, :] - residual[..., :-1, :]
     wx = torch.exp(-cfg.edge_k * (log_t[..., :, 1:] - log_t[..., :, :-1]).abs())  # ≈0 across depth edges

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from smoother.config import TrainConfig
 from steadydepth.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +32,11 @@ def test_every_flow_has_a_deployment_with_a_valid_entrypoint():
     spec = _spec()
     entrypoints = {d["entrypoint"] for d in spec["deployments"]}
     assert entrypoints == {
-        "flows/ingest.py:ingest_flow", "flows/model_flows.py:train_flow", "flows/model_flows.py:evaluate_flow",
-        "flows/export.py:export_flow", "flows/pipeline.py:pipeline_flow",
+        "flows/ingest.py:ingest_flow",
+        "flows/model_flows.py:train_flow",
+        "flows/model_flows.py:evaluate_flow",
+        "flows/export.py:export_flow",
+        "flows/pipeline.py:pipeline_flow",
     }
     assert any(d.get("schedules") for d in spec["deployments"])
 
@@ -57,7 +61,12 @@ def test_the_parameter_schema_types_config_field_by_field(entrypoint: str) -> No
     config = schema["properties"]["config"]
     assert config["$ref"] == "#/definitions/Config" and "merged over the deployment's" in config["description"]
     steps = schema["definitions"]["TrainConfig"]["properties"]["steps"]
-    assert steps["type"] == "integer" and steps["minimum"] == 1 and steps["default"] == 450 and steps["description"]
+    assert (
+        steps["type"] == "integer"
+        and steps["minimum"] == 1
+        and steps["default"] == TrainConfig().steps
+        and steps["description"]
+    )
     root = schema["definitions"]["StoreConfig"]["properties"]["root"]
     assert root["default"] == ".steadydepth/stores" and root["description"] == "local path or fsspec URL"
     assert schema["definitions"]["Config"]["additionalProperties"] is False  # a misspelt section is refused

@@ -10,6 +10,10 @@ from smoother.losses import TERMS, charbonnier, motion_weights, previous_frames,
 from smoother.model import ResidualSmoother
 
 CFG = LossConfig(anchor_mean=False)  # the per-frame anchor; the mean anchor has its own tests below
+# Tests of the depth half of the motion cue set its taus tight: the defaults leave motion mostly to the RGB cue
+# (a real teacher's flicker is too large for a depth threshold to tell from motion), and count only depth jumps
+# far above the teacher's noise.
+DEPTH_CUE = CFG.model_copy(update={"motion_depth_tau": 0.05, "still_depth_tau": 0.15})
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,6 +49,33 @@ def test_anchor_is_confidence_weighted_l1():
     half = smoother_losses(residual, depth, CFG, confidence=torch.full_like(depth, 0.5))["anchor"]
     assert half.item() == pytest.approx(full.item() / 2, rel=1e-6)
     assert smoother_losses(-residual, depth, CFG)["anchor"].item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_anchor_scale_refuses_a_slide_from_the_teacher_not_the_flicker_removed():
+    depth = _jitter(_scene(n=8))
+    n = depth.shape[1]
+    flicker_removed = 0.04 * (-1.0) ** torch.arange(n, dtype=depth.dtype)  # ± per frame: the window mean is 0
+    deflickered = flicker_removed[None, :, None, None, None].expand_as(depth)
+    slide = torch.linspace(0.0, 0.14, n)[None, :, None, None, None].expand_as(depth)  # window mean 0.07
+    exact = CFG.model_copy(update={"anchor_scale_band": 0.0})  # no tolerance
+    terms = {name: smoother_losses(r, depth, exact)["anchor_scale"].item() for name, r in
+             (("teacher", torch.zeros_like(depth)), ("deflickered", deflickered), ("slide", slide))}  # fmt: skip
+    assert terms["teacher"] == 0.0 and terms["deflickered"] < 1e-6
+    assert terms["slide"] == pytest.approx(charbonnier(torch.tensor(0.07), CFG.eps).item(), rel=1e-4)
+    first = smoother_losses(slide, depth, exact, first=4)["anchor_scale"].item()  # only frames 4..7 count
+    assert first == pytest.approx(charbonnier(torch.tensor(0.11), CFG.eps).item(), rel=1e-4)
+
+
+def test_anchor_scale_tolerates_a_slide_within_the_teachers_own_band():
+    """The teacher's frame-median log-depth moves by 0.05 a frame (its band): a window 0.07 off is 1.4 bands off."""
+    n = 8
+    steps = 0.05 * (-1.0) ** torch.arange(n)  # ± 0.05 each frame: band = 0.05
+    depth = _scene(n=n) * torch.exp(torch.cumsum(steps, 0))[None, :, None, None, None]
+    slide = torch.full_like(depth, 0.07)
+    cost = {band: smoother_losses(slide, depth, CFG.model_copy(update={"anchor_scale_band": band}))["anchor_scale"]
+            for band in (1.0, 2.0)}  # fmt: skip
+    assert cost[1.0].item() == pytest.approx(charbonnier(torch.tensor(0.02), CFG.eps).item(), rel=1e-3)
+    assert cost[2.0].item() == 0.0
 
 
 def test_temporal_static_zero_for_constant_positive_for_jitter():
@@ -86,7 +117,7 @@ def test_motion_cue_marks_moving_pixels_not_global_jumps():
 def test_temporal_global_penalises_frame_wide_jitter_only():
     depth = _scene(n=8)
     ramp = depth * torch.exp(0.03 * torch.arange(8.0))[None, :, None, None, None]  # smooth dolly
-    ramp[:, 4:, :, :3, :3] *= 1.5  # an object appears: a local change, not a frame-wide one
+    ramp[:, 4:, :, :3, :3] *= 3.0  # an object appears (a depth jump far above motion_depth_tau): local, not frame-wide
     assert smoother_losses(torch.zeros_like(ramp), ramp, CFG)["temporal_global"].item() == pytest.approx(0, abs=1e-5)
     jit = _jitter(ramp)
     assert smoother_losses(torch.zeros_like(jit), jit, CFG)["temporal_global"] > 0.02
@@ -184,38 +215,38 @@ def test_still_weight_is_one_on_a_still_scene_and_zero_where_something_arrives()
 
     depth = _jitter(_scene(n=8), std=0.05)  # frame-wide jitter only: the same surfaces throughout
     valid = torch.ones(1, 8, dtype=torch.bool)
-    w = still_weight(depth.log(), None, valid, CFG)
+    w = still_weight(depth.log(), None, valid, DEPTH_CUE)
     assert w.shape == (1, 1, 1, 8, 10) and bool((w > 0.999).all())
     moved = depth.clone()
     moved[:, 5:, :, :2, :2] *= 0.5  # an object enters the top-left corner at frame 5
-    w = still_weight(moved.log(), None, valid, CFG)
+    w = still_weight(moved.log(), None, valid, DEPTH_CUE)
     assert w[..., :2, :2].max() < 1e-3 and w[..., 4:, 4:].min() > 0.999
     valid[:, 5:] = False  # ...in frames that are padding: ignored
-    assert still_weight(moved.log(), None, valid, CFG).min() > 0.999
+    assert still_weight(moved.log(), None, valid, DEPTH_CUE).min() > 0.999
     rgb = torch.zeros(1, 8, 3, 8, 10)
     rgb[:, 7:, :, -1, -1] = 0.3  # the last frame changes colour at one pixel
-    w = still_weight(depth.log(), rgb, torch.ones(1, 8, dtype=torch.bool), CFG)
+    w = still_weight(depth.log(), rgb, torch.ones(1, 8, dtype=torch.bool), DEPTH_CUE)
     assert w[..., -1, -1].item() < 1e-3 and w[..., 0, 0].item() > 0.999
     pan = torch.linspace(0, 0.03, 8)[None, :, None, None, None].expand(1, 8, 3, 8, 10)  # the whole frame drifts
-    w = still_weight(depth.log(), pan, torch.ones(1, 8, dtype=torch.bool), CFG)
+    w = still_weight(depth.log(), pan, torch.ones(1, 8, dtype=torch.bool), DEPTH_CUE)
     assert w.max() < 1e-3  # a slowly moving camera: nothing is still, though each pixel changes by only 0.03
 
 
 def test_anchor_mean_anchors_still_pixels_to_the_teacher_mean():
-    cfg = CFG.model_copy(update={"anchor_mean": True})
+    cfg = DEPTH_CUE.model_copy(update={"anchor_mean": True})
     const = _scene(n=8)
     jit = _jitter(const, std=0.05, seed=3)
     log_mean = jit.log().mean(dim=1, keepdim=True)
     to_mean = log_mean - jit.log()  # the residual that outputs the teacher's temporal mean
     assert smoother_losses(to_mean, jit, cfg)["anchor"].item() == pytest.approx(0.0, abs=1e-6)
-    assert smoother_losses(to_mean, jit, CFG)["anchor"].item() > 0.02  # the frame anchor charges for it
+    assert smoother_losses(to_mean, jit, DEPTH_CUE)["anchor"].item() > 0.02  # the frame anchor charges for it
     # identity costs the teacher's spread around its mean under the mean anchor
     assert smoother_losses(torch.zeros_like(jit), jit, cfg)["anchor"].item() > 0.02
     # where something moves, the mean anchor is the frame anchor
     moved = jit.clone()
     moved[:, 5:] *= torch.where(torch.arange(10) < 3, 0.5, 1.0)  # the left 3 columns change depth at frame 5
     a = smoother_losses(torch.zeros_like(moved), moved, cfg)["anchor"]
-    b = smoother_losses(torch.zeros_like(moved), moved, CFG)["anchor"]
+    b = smoother_losses(torch.zeros_like(moved), moved, DEPTH_CUE)["anchor"]
     still_only = smoother_losses(torch.zeros_like(jit), jit, cfg)["anchor"].item()
     assert b.item() == 0.0 and a.item() == pytest.approx(0.7 * still_only, rel=1e-3)  # 7 of 10 columns still
 
@@ -251,8 +282,8 @@ def test_flow_terms_see_flicker_under_a_pan_but_not_a_steady_approach():
     log_flicker = depth.log() - _pan(jitter=0.0)[0].log()  # (1, n, 1, h, w)
     keep = torch.zeros_like(depth)  # the teacher as is: it flickers
     steady = -log_flicker  # the correction that removes the flicker exactly
-    warped = [smoother_losses(r, depth, CFG, rgb=rgb, flows=flows) for r in (keep, steady)]
-    plain = [smoother_losses(r, depth, CFG, rgb=rgb) for r in (keep, steady)]
+    warped = [smoother_losses(r, depth, DEPTH_CUE, rgb=rgb, flows=flows) for r in (keep, steady)]
+    plain = [smoother_losses(r, depth, DEPTH_CUE, rgb=rgb) for r in (keep, steady)]
     for name in ("temporal_flow", "temporal_accel"):
         assert warped[0][name] > 0.01 and warped[1][name] < 0.05 * warped[0][name], name
         assert plain[0][name] < 0.2 * warped[0][name], name  # pixel by pixel the pan hides the flicker
@@ -261,13 +292,13 @@ def test_flow_terms_see_flicker_under_a_pan_but_not_a_steady_approach():
         assert warped[0][name] == plain[0][name], name
     # frame-wide flicker alone: temporal_flow leaves it to the second difference
     scale_only, _, _ = _pan(local=0.0)
-    scale_flow = smoother_losses(keep, scale_only, CFG, rgb=rgb, flows=flows)["temporal_flow"]
+    scale_flow = smoother_losses(keep, scale_only, DEPTH_CUE, rgb=rgb, flows=flows)["temporal_flow"]
     assert scale_flow < 0.1 * warped[0]["temporal_flow"]
     approach = _pan(jitter=0.0)[0] * torch.exp(-0.02 * torch.arange(8.0)).reshape(1, 8, 1, 1, 1)
-    moving = smoother_losses(torch.zeros_like(approach), approach, CFG, rgb=rgb, flows=flows)
+    moving = smoother_losses(torch.zeros_like(approach), approach, DEPTH_CUE, rgb=rgb, flows=flows)
     for name in ("temporal_flow", "temporal_accel"):  # (what is left: the edge column)
         assert moving[name] < 0.05 * warped[0][name], name
     # flow_compensated off: the flows are ignored
-    off = CFG.model_copy(update={"flow_compensated": False})
+    off = DEPTH_CUE.model_copy(update={"flow_compensated": False})
     ignored = smoother_losses(keep, depth, off, rgb=rgb, flows=flows)
     assert ignored["temporal_accel"] == plain[0]["temporal_accel"] and ignored["temporal_flow"] == 0
