@@ -9,7 +9,10 @@ from prefect.artifacts import create_markdown_artifact
 from steadydepth.config import Config
 from steadydepth.export.exporter import EXPORT_VERSION, export_video
 from steadydepth.export.preview_page import previews_markdown
+from storage.naming import video_name
+from storage.writing import write_errors
 from tasks.cache import digest, store_identity
+from tasks.progress import TaskProgress
 from tasks.retry import retry_unless_bad_input
 
 
@@ -30,8 +33,12 @@ def export_key(refined_uri: str, teacher_uri: str, cfg: Config) -> str:
 def export_task(refined_uri: str, teacher_uri: str, config: dict) -> dict:
     """Write the configured export formats of one video (resuming a killed export); returns {format: [paths]}."""
     cfg = Config.model_validate(config)
-    return export_video(refined_uri, cfg.export, rgb_store_uri=teacher_uri, progress=True,
-                        storage_options=cfg.store.storage_options)
+    fix = "free space or make it writable (or set export.out_dir elsewhere), then rerun: finished formats are kept"
+    # per format in the UI; the terminal has each format's own per-frame bar
+    progress = TaskProgress(f"export {video_name(refined_uri)}", unit="format", bar=False)
+    with write_errors(cfg.export.out_dir, fix), progress:
+        return export_video(refined_uri, cfg.export, rgb_store_uri=teacher_uri, progress=True,
+                            storage_options=cfg.store.storage_options, on_progress=progress)  # fmt: skip
 
 
 def publish_previews(exports: dict[str, dict[str, list[str]]]) -> str | None:

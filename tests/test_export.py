@@ -302,6 +302,28 @@ def test_previews_page_is_the_export_runs_markdown_artifact(tmp_path: Path, pref
     assert set(_embedded_pngs(ours.data)) == {"textured", "grey"}
 
 
+
+def test_an_export_task_reports_its_formats_as_progress_in_the_ui(tmp_path: Path, prefect_server) -> None:
+    """The export task's progress artifact moves per format and ends at 100 % with every format counted."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    from steadydepth.config import load_config
+    from tasks.export import export_task
+
+    teacher = make_store(tmp_path / "stores", name="progress-export")  # a name no other run in this API has
+    cfg = load_config(overrides={"export.out_dir": str(tmp_path / "out"), "export.formats": ["npz", "png16"]})
+    @flow(name="export-progress-check")
+    def export_one() -> dict:
+        return export_task(teacher, teacher, cfg.model_dump(mode="json"))
+
+    export_one()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    ours = [a for a in artifacts if (a.description or "").startswith("export progress-export")]
+    assert len(ours) == 1 and ours[0].data == 100.0 and ours[0].description.endswith("2/2")
+
 # ---- safety ---------------------------------------------------------------------------------------------------
 
 

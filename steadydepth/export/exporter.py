@@ -98,13 +98,15 @@ def export_video(
     video_name: str | None = None,
     progress: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[str]]:
     """Export one video as `config` says; returns {format: [paths]} (for `zarr`, the store's URI: it is the
     export). Folders already made from the same stores and settings are kept and their files returned.
 
     depth_store_uri: the refined (or teacher) store; rgb_store_uri: the teacher store, for colours when the
     depth store has no RGB (and as the teacher side of `preview`). video_name overrides the name taken from the
-    store URI; either way it is sanitised so that nothing is written outside config.out_dir.
+    store URI; either way it is sanitised so that nothing is written outside config.out_dir. on_progress(done,
+    total) is called as each format is finished (formats already there count at once).
     """
     source = ExportSource(depth_store_uri, rgb_store_uri, storage_options=storage_options)
     rgb = _open_rgb_store(rgb_store_uri, storage_options)
@@ -118,7 +120,8 @@ def export_video(
         remove_stale_temporaries(root / fmt)
     stores = {"depth": source.depth.uri, "rgb": rgb_store_uri}  # in the marker for people; not compared
     written: dict[str, list[str]] = {}
-    for fmt in dict.fromkeys(config.formats):
+    formats = list(dict.fromkeys(config.formats))
+    for done, fmt in enumerate(formats, start=1):
         final = root / fmt
         if fmt == "zarr":
             written[fmt] = [source.depth.uri]  # the store is already the Zarr export
@@ -127,6 +130,8 @@ def export_video(
         else:
             info = {"stores": stores, "settings": _settings(config, fmt)}
             written[fmt] = _write_folder(final, writers[fmt], identities[fmt], config.overwrite, info)
+        if on_progress is not None:
+            on_progress(done, len(formats))
     return written
 
 
