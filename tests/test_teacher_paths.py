@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -265,6 +268,20 @@ def _checkpoint(out: str) -> str:
     return found.group(1)
 
 
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_json_stdout(config: Path, checkpoint: str) -> None:
+    """`steadydepth evaluate --json` in its own process, as a script reads it: stdout is one strict JSON document
+    (no Prefect log line, no NaN); the rest goes to stderr."""
+    run = subprocess.run([sys.executable, "-m", "steadydepth.cli", "evaluate", "--model", checkpoint, "--json",
+                          "--config", str(config)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode in (0, 3), run.stderr
+    document = json.loads(run.stdout, parse_constant=_no_constants)
+    assert "teacher" in json.dumps(document) and run.stderr.strip()  # the state line and logs are on stderr
+
+
 def train_evaluate_export(cli: Cli, stores: list[DepthStore], tmp: Path) -> None:
     """The rest of the chain on the ingested stores; checks what each command leaves for the user."""
     code, out = cli("train")
@@ -274,6 +291,7 @@ def train_evaluate_export(cli: Cli, stores: list[DepthStore], tmp: Path) -> None
     code, out = cli("evaluate", "--model", checkpoint)
     assert code in (0, 3), out  # 3: the gate says no, which two training steps may well earn
     assert (tmp / "home" / "evaluation" / "report.md").is_file() and "teacher" in out
+    check_json_stdout(cli.config, checkpoint)
     code, out = cli("export", "--model", checkpoint)
     assert code == 0, out
     for store in stores:
