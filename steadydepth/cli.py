@@ -138,10 +138,35 @@ def _check_devices(cfg: Config, *settings: str) -> None:
         resolve_device(getattr(getattr(cfg, section), field), setting)
 
 
-def _start(cfg: Config) -> None:
+def _start(cfg: Config, *, need_champion: bool = False) -> None:
     home = use_embedded_defaults(cfg.orchestration.home)
+    if need_champion:  # the registry needs no Prefect server: say so before one starts
+        _check_champion(cfg.orchestration.model_name, home)
     print(f"state (Prefect, MLflow) under {home}", file=sys.stderr)  # stdout stays the command's answer
     start_embedded_server()  # stopped by a watchdog however this process ends
+
+
+def _check_champion(model_name: str, home: Path | str) -> None:
+    """InputError unless the registry has a `champion` of model_name (what a command without --model uses)."""
+    import logging
+
+    from steadydepth import tracking
+
+    # a fresh home's MLflow database is created here: its set-up log lines would bury the one-line error
+    quiet = [logging.getLogger(name) for name in ("mlflow", "alembic")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        champion = tracking.champion_version(model_name)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    if champion is None:
+        raise InputError(
+            f"no champion of {model_name} in the MLflow registry under {home}: pass --model (a checkpoint .pt, or "
+            f"models:/{model_name}/VERSION from `steadydepth train`), or promote one with `steadydepth run`"
+        )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -162,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_stores(cfg)
     _check_model(args.model)
     _check_writable(cfg, "store.root")  # refined stores go beside the teacher stores
-    _start(cfg)
+    _start(cfg, need_champion=args.model is None)
     import json
 
     from evaluation.report import json_safe

@@ -48,6 +48,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "no stores": (["train", "--store-root", str(tmp / "empty"), *home], "no teacher stores under"),
         "missing model": (["evaluate", "--store-root", str(tmp / "stores"), "--model", str(tmp / "m.pt"), *home],
                           "m.pt not found"),
+        "no champion": (["evaluate", "--store-root", str(tmp / "stores"), *home],
+                        "no champion of steadydepth-smoother in the MLflow registry"),
         "unwritable home": (["train", "--store-root", str(tmp / "stores"), "--set",
                              f"orchestration.home={tmp / 'a-file' / 'home'}"], "cannot write the state folder"),
     }
@@ -58,7 +60,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", ["missing input", "headdim", "binary config", "list config", "colormap",
-                                  "no stores", "missing model", "unwritable home", "absent device"])
+                                  "no stores", "missing model", "no champion", "unwritable home",
+                                  "absent device"])
 def test_bad_input_fails_with_one_line_before_any_server(case: str, tmp_path: Path) -> None:
     cases = _cases(tmp_path)
     if case not in cases:
