@@ -17,10 +17,10 @@ from steadydepth.config_base import Section
 class EvaluateConfig(Section):
     """Evaluation and the promotion gate (evaluation/evaluate.py, evaluation/gate.py)."""
 
-    max_depth: float = Field(default=80.0, gt=0)
-    min_depth: float = Field(default=1e-3, ge=0)
-    absrel_tolerance: float = Field(default=0.001, ge=0)
-    delta1_tolerance: float = Field(default=0.002, ge=0)
+    max_depth: float = Field(default=80.0, gt=0, description="GT beyond this (metres) is not scored")
+    min_depth: float = Field(default=1e-3, ge=0, description="GT below this (metres) is not scored")
+    absrel_tolerance: float = Field(default=0.001, ge=0, description="gate: AbsRel may exceed the teacher's by this")
+    delta1_tolerance: float = Field(default=0.002, ge=0, description="gate: δ1 may fall below the teacher's by this")
     min_flicker_reduction: float = Field(
         default=0.2, ge=0, le=1, description="required relative drop of the flicker metric vs the teacher"
     )

@@ -16,14 +16,14 @@ from steadydepth.config_base import Section
 class SmootherConfig(Section):
     """The Mamba2 residual smoother: the SSM on the low-res grid, the gated temporal filter, the optical-flow inputs."""
 
-    d_model: int = Field(default=32, ge=4)
-    n_layers: int = Field(default=2, ge=1)
-    d_state: int = Field(default=16, ge=1)
-    headdim: int = Field(default=8, ge=1)
-    expand: int = Field(default=2, ge=1)
-    chunk_size: int = Field(default=16, ge=1)
+    d_model: int = Field(default=32, ge=4, description="width of the SSM blocks")
+    n_layers: int = Field(default=2, ge=1, description="Mamba2 blocks")
+    d_state: int = Field(default=16, ge=1, description="SSM state size per head")
+    headdim: int = Field(default=8, ge=1, description="channels per Mamba2 head (divides expand·d_model)")
+    expand: int = Field(default=2, ge=1, description="inner width of a block over d_model")
+    chunk_size: int = Field(default=16, ge=1, description="frames per chunk of the SSD scan")
     depth_long_edge: int = Field(default=64, ge=8, description="resolution the SSM works at")
-    use_features: bool = True
+    use_features: bool = Field(default=True, description="per-frame CNN features (spatial context) as inputs")
     temporal_filter: Literal["full", "detail", "off"] = Field(
         default="full",
         description="model-gated recursive filter at store resolution (smoother/temporal_filter.py): on all of "
@@ -73,7 +73,7 @@ class TrainConfig(Section):
 
     steps: int = Field(default=150, ge=1, description="optimizer steps (≈4 min on 2 CPU cores at the defaults)")
     window: int = Field(default=16, ge=3, description="frames per training window (shorter videos are padded)")
-    batch_size: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=4, ge=1, description="windows per step")
     crop_size: int | None = Field(
         default=24, ge=4, description="random square crop of the model grid per window (CPU speed); None = full grid"
     )
@@ -90,20 +90,20 @@ class TrainConfig(Section):
     )
     use_rgb: bool = Field(default=True, description="feed low-res RGB to the model and the motion cue when stored")
     use_confidence: bool = Field(default=True, description="use the teacher's confidence when stored")
-    lr: float = Field(default=2e-3, gt=0)
+    lr: float = Field(default=2e-3, gt=0, description="peak AdamW learning rate")
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine decays to lr · min_lr_ratio")
-    warmup_steps: int = Field(default=20, ge=0)
+    warmup_steps: int = Field(default=20, ge=0, description="linear warm-up before the cosine decay")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW; not on biases, norms, A_log/D/dt_bias")
     grad_clip: float | None = Field(default=1.0, gt=0, description="max global grad norm; None = off")
-    checkpoint_every: int = Field(default=100, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints (a killed run resumes)")
     amp: bool = Field(default=True, description="bf16 autocast, on CUDA only")
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto = CUDA when present")
     cache_mb: float = Field(default=512.0, ge=0, description="in-memory cache of low-res sequences; 0 = off")
     num_threads: int | None = Field(
         default=None, ge=1, description="CPU threads while training (None = torch's default; 1 wins on busy CPUs)"
     )
     progress: bool = Field(default=True, description="tqdm progress bar")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of initialisation and window sampling")
 
 
 class LossConfig(Section):

@@ -29,11 +29,13 @@ class IntrinsicsConfig(_Section):
     Give either fx/fy/cx/cy or a horizontal field of view (then cx, cy default to the image centre).
     """
 
-    fx: float | None = Field(default=None, gt=0)
-    fy: float | None = Field(default=None, gt=0)
-    cx: float | None = None
-    cy: float | None = None
-    hfov_deg: float | None = Field(default=None, gt=0, lt=180)
+    fx: float | None = Field(default=None, gt=0, description="focal length in pixels along x (with fy)")
+    fy: float | None = Field(default=None, gt=0, description="focal length in pixels along y (with fx)")
+    cx: float | None = Field(default=None, description="principal point x in pixels (default: the centre)")
+    cy: float | None = Field(default=None, description="principal point y in pixels (default: the centre)")
+    hfov_deg: float | None = Field(
+        default=None, gt=0, lt=180, description="horizontal field of view (instead of fx, fy)"
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> IntrinsicsConfig:
@@ -52,7 +54,9 @@ class DecodeConfig(_Section):
     max_frames: int | None = Field(default=None, ge=1, description="stop after this many output frames")
     long_edge: int | None = Field(default=None, ge=16, description="resize so the long edge has this size")
     pad_multiple: int | None = Field(default=None, ge=1, le=256, description="pad H and W to a multiple")
-    intrinsics: IntrinsicsConfig | None = None
+    intrinsics: IntrinsicsConfig | None = Field(
+        default=None, description="camera intrinsics of the source, when known (else the teacher's own estimate)"
+    )
     folder_fps: float = Field(default=30.0, gt=0, description="frame rate assumed for frame folders")
 
 
@@ -63,7 +67,7 @@ class SyntheticTeacherConfig(_Section):
     δ1 ≈ 0.93–0.97 on the synthetic benchmark and on a real 7-Scenes clip (docs/synthetic-benchmark.md).
     """
 
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the simulated errors (per video, with its name)")
     scale_bias: float = Field(default=0.02, ge=0, description="half-range of a constant per-video log-scale error")
     scale_jitter: float = Field(default=0.035, ge=0, description="std of the per-frame global log-scale (flicker)")
     lowfreq_amplitude: float = Field(default=0.035, ge=0, description="std of the smooth spatial log-error")
@@ -81,42 +85,54 @@ class SyntheticTeacherConfig(_Section):
 class TeacherConfig(_Section):
     """The frozen per-frame depth model."""
 
-    backend: Literal["unidepth", "precomputed", "synthetic"] = "unidepth"
+    backend: Literal["unidepth", "precomputed", "synthetic"] = Field(
+        default="unidepth",
+        description="UniDepthV2 on the GPU, depth files computed elsewhere, or the simulated teacher",
+    )
     model: str = Field(
         default="lpiccinelli/unidepth-v2-vits14",
         description="UniDepthV2 hub id or a local directory written by save_pretrained",
     )
-    resolution_level: int | None = Field(default=None, ge=0, le=9)
-    batch_size: int = Field(default=4, ge=1)
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    resolution_level: int | None = Field(default=None, ge=0, le=9, description="UniDepth's input resolution level")
+    batch_size: int = Field(default=4, ge=1, description="frames per teacher call")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto = CUDA when present")
     shared_intrinsics: Literal["none", "median"] = Field(
         default="median",
         description="median: estimate K once per video (median over samples) and reuse it for every frame",
     )
-    median_samples: int = Field(default=16, ge=1)
+    median_samples: int = Field(default=16, ge=1, description="frames sampled for the video's median K")
     precomputed_dir: str | None = Field(
         default=None, description="root with one sub-folder of per-frame depth per video (name = video stem)"
     )
-    precomputed_format: Literal["auto", "npy", "png16", "exr"] = "auto"
+    precomputed_format: Literal["auto", "npy", "png16", "exr"] = Field(
+        default="auto", description="format of the precomputed depth files (auto: from their extension)"
+    )
     png_scale: float = Field(default=1000.0, gt=0, description="16-bit PNG value per metre")
     max_invalid_fraction_per_frame: float = Field(
-        default=0.05, ge=0, le=1,
+        default=0.05,
+        ge=0,
+        le=1,
         description="a frame with more NaN/inf, zero or negative depth pixels than this is invalid (copied over)",
     )
     max_invalid_frames_fraction: float = Field(
         default=0.2, ge=0, le=1, description="a video fails when more than this fraction of its frames is invalid"
     )
-    synthetic: SyntheticTeacherConfig = SyntheticTeacherConfig()
+    synthetic: SyntheticTeacherConfig = Field(
+        default=SyntheticTeacherConfig(),
+        description="the simulated teacher's error model (docs/synthetic-benchmark.md)",
+    )
 
 
 class StoreConfig(_Section):
     """Where and how depth stores are written."""
 
     root: str = Field(default=".steadydepth/stores", description="local path or fsspec URL")
-    chunk_frames: int = Field(default=16, ge=1, le=4096)
-    compression_level: int = Field(default=3, ge=1, le=22)
+    chunk_frames: int = Field(default=16, ge=1, le=4096, description="frames per Zarr chunk: the unit of resume")
+    compression_level: int = Field(default=3, ge=1, le=22, description="zstd level of the stores")
     save_rgb: bool = Field(default=True, description="also store the decoded RGB frames (uint8)")
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for a remote store.root (e.g. S3 credentials)"
+    )
 
 
 class OrchestrationConfig(_Section):

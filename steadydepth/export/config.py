@@ -22,7 +22,7 @@ ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 class ExportConfig(Section):
     """What `steadydepth.export` writes (formats and their units: docs/export-formats.md)."""
 
-    formats: list[ExportFormat] = ["zarr"]
+    formats: list[ExportFormat] = Field(default=["zarr"], description="what to write (docs/export-formats.md)")
     out_dir: str = Field(default=".steadydepth/exports", description="local folder; <out_dir>/<video>/<format>/")
     overwrite: bool = Field(default=False, description="replace existing exports instead of refusing")
     ply_every: int = Field(default=1, ge=1, description="write a point cloud for every k-th frame")
