@@ -115,9 +115,11 @@ def refined_store_matches(
     *,
     upsample_radius: int = DEFAULT_RADIUS,
     upsample_eps: float = DEFAULT_EPS,
+    complete: bool = True,
 ) -> bool:
     """True when refined_uri is a complete refined store of this teacher store, made by this model with this
-    refinement code: what a cached refinement must still be to be trusted."""
+    refinement code: what a cached refinement must still be to be trusted. complete=False: finished or not (a
+    store a killed refinement left, which the same refinement resumes from its finished chunks)."""
     if not uris.exists(refined_uri, storage_options):
         return False
     try:
@@ -126,7 +128,7 @@ def refined_store_matches(
     except StoreError:
         return False
     identity = _Identity.of(model, teacher, None, radius=upsample_radius, eps=upsample_eps)
-    return refined.is_complete and refined.attrs.get("config_hash") == identity.config_hash
+    return (refined.is_complete or not complete) and refined.attrs.get("config_hash") == identity.config_hash
 
 
 class _StatsAccumulator:

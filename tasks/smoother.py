@@ -9,15 +9,12 @@ from prefect import task
 
 from smoother.checkpoint import CHECKPOINT_NAME, load_smoother
 from smoother.model import ResidualSmoother
-from smoother.refine import REFINE_VERSION, model_hash, refine_store, refined_config_hash, refined_store_matches
+from smoother.refine import REFINE_VERSION, model_hash, refine_store, refined_store_matches
 from smoother.train import TRAIN_VERSION, train
-from smoother.upsample import DEFAULT_EPS, DEFAULT_RADIUS
 from steadydepth import tracking
 from steadydepth.config import Config
 from steadydepth.device import resolve_device
-from steadydepth.errors import StoreError
 from storage import naming
-from storage.depth_store import DepthStore
 from storage.writing import exclusive_write, write_errors
 from tasks.cache import digest, store_identity, stores_key
 from tasks.progress import TaskProgress
@@ -143,19 +140,8 @@ def refine_task(teacher_uri: str, model_ref: str, config: dict) -> dict:
     ):
         result = refine_store(
             teacher_uri, refined, model, device=device, storage_options=so, model_id=model_ref, on_progress=progress,
-            overwrite=not resumable(refined, teacher_uri, model, so),
+            # the same refinement, finished or not, resumes; anything else at that path is replaced
+            overwrite=not refined_store_matches(refined, teacher_uri, model, so, complete=False),
         )
     return result.to_dict()
 
-
-def resumable(refined_uri: str, teacher_uri: str, model: ResidualSmoother, storage_options: dict) -> bool:
-    """Whether the store at refined_uri is this very refinement (this model, this teacher store, this refinement
-    code), finished or not: it is then resumed from its finished chunks; anything else there is replaced."""
-    try:
-        refined = DepthStore.open(refined_uri, storage_options, require_complete=False)
-        teacher = DepthStore.open(teacher_uri, storage_options)
-    except StoreError:
-        return False
-    teacher_hash = str(teacher.attrs.get("config_hash", ""))
-    expected = refined_config_hash(model_hash(model), teacher_hash, radius=DEFAULT_RADIUS, eps=DEFAULT_EPS)
-    return refined.attrs.get("config_hash") == expected
