@@ -1,6 +1,6 @@
 """Quality benchmark: teacher vs baselines vs the trained smoother, with a simulated and with a real teacher.
 
-    .venv/bin/python benchmarks/quality.py [--out .steadydepth/bench/quality] [--steps 150] [--threads 1]
+    .venv/bin/python benchmarks/quality.py [--out .steadydepth/bench/quality] [--steps 300] [--threads 1]
         [--train-seeds 0 1 2] [--set SECTION.FIELD=VALUE ...]
         [--real-clips NAME ...] [--real-strides 1 5] [--real-max-frames N] [--no-real | --no-simulated]
 
@@ -563,7 +563,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, default=(192, 320), metavar=("H", "W"))
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic videos")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0], help="one training per seed; mean reported")
-    p.add_argument("--steps", type=int, default=150, help="training steps (TrainConfig.steps)")
+    p.add_argument("--steps", type=int, default=300, help="training steps (TrainConfig.steps)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (1 wins on a busy CPU)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
