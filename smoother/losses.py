@@ -44,7 +44,8 @@ temporal_global 0.
 (anchor 0.5 lowered TAE a little but cost AbsRel on moving objects, 0.062 → 0.108.) The teacher's flicker
 is zero-mean, so smoothing that does not lag also lowers AbsRel; anchor 2 gave less of both. temporal_global
 is off because under fast camera motion the frame-wide change is not smooth and the term made the model lag
-(fast-motion video: AbsRel 0.062 → 0.086); temporal_motion 1 (vs 0.1) keeps moving content from smearing.
+(fast-motion video: AbsRel 0.062 → 0.086; with the real-teacher parts, the simulated hand-held 7-Scenes clip 0.060 →
+0.066, above the teacher's, along the flow or not); temporal_motion 1 (vs 0.1) keeps moving content from smearing.
 
 anchor_scale is the gate's teacher-agreement check (evaluation/agreement.py) as a loss: the refined depth's
 frame-median log-ratio to the teacher, averaged over the window (16 frames after the burn-in), must stay within β =
