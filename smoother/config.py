@@ -71,7 +71,7 @@ class SmootherConfig(Section):
 class TrainConfig(Section):
     """Self-supervised training of the smoother on teacher stores (smoother/train.py); GT is never read."""
 
-    steps: int = Field(default=300, ge=1, description="optimizer steps (≈9 min for a 700-frame video on 2 CPU cores)")
+    steps: int = Field(default=300, ge=1, description="optimizer steps (≈7 min for a 700-frame video on 2 CPU cores)")
     window: int = Field(default=16, ge=3, description="frames per training window (shorter videos are padded)")
     batch_size: int = Field(default=4, ge=1, description="windows per step")
     crop_size: int | None = Field(
