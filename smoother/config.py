@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steadydepth.config_base import Section
 
@@ -133,7 +133,15 @@ class LossConfig(Section):
     smoothness: float = Field(default=0.1, ge=0, description="edge-aware spatial smoothness of the residual")
     magnitude: float = Field(default=0.01, ge=0, description="L2 of the residual")
     motion_depth_tau: float = Field(
-        default=0.3, gt=0, description="local |Δ log teacher| scale of the motion cue (large: RGB decides motion)"
+        default=0.1,
+        gt=0,
+        description="local |Δ log teacher| scale of the motion cue, on the teacher through motion_median",
+    )
+    motion_median: int = Field(
+        default=5,
+        ge=1,
+        description="frames of the centred running median the motion cue sees the teacher through (flicker reverts "
+        "within them, motion stays); 1 = the raw teacher",
     )
     motion_rgb_tau: float = Field(default=0.03, gt=0, description="|Δ RGB| scale of the motion cue (RGB in [0, 1])")
     accel_rgb_tau: float = Field(default=0.1, gt=0, description="looser |Δ RGB| scale gating temporal_accel")
@@ -152,3 +160,11 @@ class LossConfig(Section):
     still_camera_tau: float = Field(
         default=0.01, gt=0, description="frame-median |RGB change| scale at which the whole camera counts as moving"
     )
+
+    @field_validator("motion_median")
+    @classmethod
+    def _median_is_centred(cls, frames: int) -> int:
+        # A centred median needs as many frames after the current one as before it.
+        if frames % 2 == 0:
+            raise ValueError(f"motion_median must be odd (centred on its frame), e.g. {frames - 1} or {frames + 1}")
+        return frames

@@ -56,9 +56,10 @@ __all__ = ["TRAIN_VERSION", "TrainResult", "load_smoother", "needs_flows", "para
 
 # Bump when the same config and data would train different weights (2: the filter's memory follows the RGB's
 # optical flow in training too; 3: flow-compensated motion cues and losses; 4: thresholds in units of the
-# teacher's own noise, smoother/noise.py; 5: the scale-agreement loss, motion judged by the RGB). Part of the
-# training cache key; a checkpoint of another version never resumes.
-TRAIN_VERSION = 5
+# teacher's own noise, smoother/noise.py; 5: the scale-agreement loss, motion judged by the RGB; 6: the depth
+# motion cue on the teacher's running median). Part of the training cache key; a checkpoint of another version
+# never resumes.
+TRAIN_VERSION = 6
 
 StepFn = Callable[[int, dict[str, float]], None]
 

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from smoother.config import LossConfig, SmootherConfig
-from smoother.losses import TERMS, charbonnier, motion_weights, previous_frames, smoother_losses
+from smoother.losses import TERMS, charbonnier, motion_weights, previous_frames, running_median, smoother_losses
 from smoother.model import ResidualSmoother
 
 CFG = LossConfig(anchor_mean=False)  # the per-frame anchor; the mean anchor has its own tests below
-# Tests of the depth half of the motion cue set its taus tight: the defaults leave motion mostly to the RGB cue
-# (a real teacher's flicker is too large for a depth threshold to tell from motion), and count only depth jumps
-# far above the teacher's noise.
-DEPTH_CUE = CFG.model_copy(update={"motion_depth_tau": 0.05, "still_depth_tau": 0.15})
+# Tests of the depth half of the motion cue set its taus tight and read the raw teacher (no running median): the
+# defaults leave motion mostly to the RGB cue and count only depth changes that outlast the teacher's flicker.
+DEPTH_CUE = CFG.model_copy(update={"motion_depth_tau": 0.05, "still_depth_tau": 0.15, "motion_median": 1})
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -112,6 +111,37 @@ def test_motion_cue_marks_moving_pixels_not_global_jumps():
     assert accel[0, :, 0, :3, :3].max() < 0.01  # depth edge crossing: no accel penalty
     assert accel[0, 1, 0, 6:, 6:].min() > 0.7  # slow motion: per-pixel de-jitter stays on
     assert accel[0, 1, 0, :2, 6:].max() < 0.01  # fast motion: left to the global term
+
+
+def test_running_median_keeps_steps_and_ramps_and_drops_flicker():
+    t = torch.arange(9.0)
+    step = (t >= 4).float()  # an edge passes at frame 4 and stays
+    ramp = 0.1 * t  # a surface approached at a steady speed
+    spikes = torch.zeros(9).index_fill(0, torch.tensor([2, 6, 7]), 0.5)  # flicker: a single and a double outlier
+    x = torch.stack([step, ramp, spikes]).T.reshape(1, 9, 3, 1, 1)
+    out = running_median(x, 5)[0, :, :, 0, 0]
+    assert out.shape == (9, 3) and torch.equal(running_median(x, 1), x)
+    assert torch.equal(out[:, 0], step) and torch.allclose(out[2:-2, 1], ramp[2:-2])
+    assert out[:, 2].abs().max() == 0
+
+
+def test_motion_cue_tells_a_network_s_flicker_from_motion_by_what_lasts():
+    """A real network's flicker is as large as a simulated object's motion, but it reverts within frames: through the
+    running median a flickering wall stays static while an object that appears and stays is motion; on the raw
+    teacher (motion_median 1) the same τ_d calls both motion."""
+    n = 10
+    depth = _scene(n=n)
+    flicker = torch.zeros(1, n, 1, 8, 10)
+    flicker[:, 3, :, :, 5:] = 0.3  # large local flicker on the right half: one frame up,
+    flicker[:, 6:8, :, :, 5:] = -0.3  # two frames down
+    depth = depth * flicker.exp()
+    depth[:, 5:, :, :3, :3] *= 1.5  # an object appears in the corner at frame 5 and stays
+    cfg = CFG.model_copy(update={"motion_depth_tau": 0.1})
+    static, _, _ = motion_weights(depth.log(), None, cfg)
+    raw, _, _ = motion_weights(depth.log(), None, cfg.model_copy(update={"motion_median": 1}))
+    flickering = (slice(None), slice(None), slice(None), slice(3, None), slice(5, None))  # pairs × rows × cols
+    assert static[flickering].min() > 0.9 and raw[flickering].min() < 0.01
+    assert static[0, :, 0, :3, :3].min() < 0.01 and raw[0, 4, 0, :3, :3].max() < 0.01  # the object: motion in both
 
 
 def test_temporal_global_penalises_frame_wide_jitter_only():

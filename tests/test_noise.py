@@ -43,7 +43,8 @@ def test_a_noisy_teachers_flicker_does_not_reset_the_filter_nor_count_as_motion(
     late = lambda y: y[:, 8:].std()  # noqa: E731  (spread of the filtered flicker once warm)
     assert late(scaled) < 0.85 * late(plain)  # the scaled filter averages the flicker
     assert late(plain) > 0.9 * late(x)  # the fixed reset, a quarter of the flicker, passes it through
-    cfg = LossConfig(motion_depth_tau=0.05)  # a depth cue as tight as the simulator allows (the default is looser)
+    # a depth cue on the raw teacher, as tight as the simulator allows (the default is looser and median-filtered)
+    cfg = LossConfig(motion_depth_tau=0.05, motion_median=1)
     s_plain, _, _ = motion_weights(log_d, None, cfg)
     s_scaled, _, _ = motion_weights(log_d, None, cfg, noise_scale=out.noise_scale)
     assert s_scaled.mean() > 0.7 > 0.3 > s_plain.mean()
