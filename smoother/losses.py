@@ -152,24 +152,33 @@ def running_median(x: torch.Tensor, frames: int) -> torch.Tensor:
     return padded.unfold(1, frames, 1).median(dim=-1).values  # (B, N, C, H, W)
 
 
+def steady_teacher(log_teacher: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """The teacher as the depth motion cue sees it (ℓ̃ of the module docstring), (B, N, 1, H, W): each frame's
+    median out, then the centred running median of cfg.motion_median frames."""
+    # Each frame's median comes out first: the teacher's frame-wide jumps would otherwise make the per-pixel
+    # median pick other frames at other pixels, a local change made of global flicker.
+    with torch.no_grad():
+        return running_median(log_teacher - frame_median(log_teacher), cfg.motion_median)
+
+
 def motion_weights(
     log_teacher: torch.Tensor,
     rgb: torch.Tensor | None,
     cfg: LossConfig,
     flows: torch.Tensor | None = None,
     noise_scale: torch.Tensor | None = None,
+    steady: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Static s and surface u weights (B, N−1, 1, H, W) of each pair (t−1, t), accel weights a (B, N−2, 1, H, W).
 
     log_teacher (B, N, 1, H, W); rgb (B, N, 3, H, W) in [0, 1] or None; flows as `previous_frames` (then "static"
     means "the same surface, moved along the flow, kept its depth and colour"); noise_scale (B, N) the model's
     teacher-noise scale (smoother/noise.py) or None: τ_d is in its units, so a noisy teacher's flicker is not
-    taken for motion. See the module docstring.
+    taken for motion. steady: `steady_teacher(log_teacher, cfg)` when the caller has it already (the running median
+    is the cue's costliest part). See the module docstring.
     """
     with torch.no_grad():
-        # Each frame's median comes out first: the teacher's frame-wide jumps would otherwise make the per-pixel
-        # median pick other frames at other pixels, a local change made of global flicker.
-        steady = running_median(log_teacher - frame_median(log_teacher), cfg.motion_median)  # flicker reverts
+        steady = steady_teacher(log_teacher, cfg) if steady is None else steady  # flicker reverts, motion stays
         dlog = steady[:, 1:] - previous_frames(steady, flows)  # (B, N−1, 1, H, W)
         med = frame_median(dlog)  # frame-wide jump (B, N−1, 1, 1, 1)
         tau_d = cfg.motion_depth_tau * _frames(None if noise_scale is None else noise_scale[:, 1:], dlog)
@@ -286,7 +295,8 @@ def smoother_losses(
 
     if n >= 2:
         rgb = None if rgb is None else rgb.float()
-        static, surface, accel_w = motion_weights(log_t, rgb, cfg, noise_scale=noise_scale)
+        steady = steady_teacher(log_t, cfg)  # once for both motion cues (pixel-wise and along the flow)
+        static, surface, accel_w = motion_weights(log_t, rgb, cfg, noise_scale=noise_scale, steady=steady)
         pair_ok = valid[:, 1:] & valid[:, :-1] & ends[1:]  # (B, N−1)
         d_ref = log_r[:, 1:] - log_r[:, :-1]  # (B, N−1, 1, H, W)
         terms["temporal_static"] = _masked_mean(static * rho(d_ref), pair_ok)
@@ -310,7 +320,7 @@ def smoother_losses(
         terms["temporal_flow"] = zero
         if flows is not None:
             # The same surface in both frames, moved along the flow: still under camera motion too.
-            static_flow, _, accel_w = motion_weights(log_t, rgb, cfg, flows, noise_scale)
+            static_flow, _, accel_w = motion_weights(log_t, rgb, cfg, flows, noise_scale, steady)
             d_flow = log_r[:, 1:] - previous_frames(log_r, flows)  # (B, N−1, 1, H, W)
             local = d_flow - frame_median(d_flow)  # a frame-wide change (a dolly's, or flicker) is temporal_accel's
             terms["temporal_flow"] = _masked_mean(static_flow * rho(local), pair_ok)
